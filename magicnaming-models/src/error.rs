@@ -1,0 +1,91 @@
+//! Errors of the model code. Each variant names the file, key, shape or value at fault.
+use std::path::PathBuf;
+
+/// Errors raised while loading or running models.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A file or folder could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A required file is absent.
+    #[error("{path}: missing ({what})")]
+    MissingFile {
+        /// Where it was looked for.
+        path: PathBuf,
+        /// What it should have been.
+        what: String,
+    },
+    /// A JSON configuration that cannot be parsed or is inconsistent.
+    #[error("{path}: bad configuration: {message}")]
+    Config {
+        /// The configuration file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A weights file that cannot be parsed, or tensors that do not fit the model:
+    /// missing keys, unused keys, shape or dtype mismatches.
+    #[error("{path}: {message}")]
+    Weights {
+        /// The weights file.
+        path: PathBuf,
+        /// What is wrong, naming the keys.
+        message: String,
+    },
+    /// A tokenizer that cannot be built or used.
+    #[error("{path}: tokenizer: {message}")]
+    Tokenizer {
+        /// The tokenizer folder or file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// An image that cannot be decoded or used.
+    #[error("{path}: image: {message}")]
+    Image {
+        /// The image file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// An argument out of range (empty text, wrong shape...).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// A name-space operation failed.
+    #[error(transparent)]
+    Name(#[from] magicnaming_core::NameError),
+}
+
+/// Result type of this crate.
+pub type Result<T> = std::result::Result<T, ModelError>;
+
+impl ModelError {
+    /// An [`ModelError::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A [`ModelError::Config`] for `path`.
+    pub fn config(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Self::Config {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A [`ModelError::Weights`] for `path`.
+    pub fn weights(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Self::Weights {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! SDXL text side: prompt encoding with both CLIP text encoders, name text-coding.

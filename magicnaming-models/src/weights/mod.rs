@@ -1,0 +1,1 @@
+//! Weight loading: safetensors reading, per-format key remapping, load reports.
