@@ -182,6 +182,28 @@ def text_config(**kw) -> CLIPTextConfig:
                           attention_dropout=0.0, dropout=0.0, **TOKEN_IDS, **kw)
 
 
+def save_safetensors(tensors: dict, path: Path, metadata: dict):
+    """safetensors.save_file, then make the header byte-deterministic: the Rust writer serialises
+    __metadata__ from a HashMap, so its key order changes from run to run. Re-emit the same JSON
+    with sorted metadata keys (same length, so tensor offsets are untouched)."""
+    save_file(tensors, str(path), metadata=metadata)
+    with open(path, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        raw = f.read(n)
+        header = json.loads(raw)
+        meta = header.pop("__metadata__")
+        fixed = {"__metadata__": dict(sorted(meta.items())), **header}
+        out = json.dumps(fixed, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        out = out + b" " * (n - len(out))
+        assert len(out) == n and json.loads(out) == json.loads(raw), path
+        f.seek(8)
+        f.write(out)
+    with safe_open(str(path), "pt") as f:  # validate
+        assert f.metadata() == metadata
+        for k, v in tensors.items():
+            assert torch.equal(f.get_tensor(k), v), k
+
+
 def load_safetensors(path: Path):
     out = {}
     with safe_open(str(path), "pt") as f:
@@ -448,8 +470,8 @@ def main():
         assert 0.1 < ref_a[f"pooled_prompt_embeds.{i}"].std().item() < 10
     meta_a.update({"format": "pt", "config": "tiny-sdxl (A)", "prompts": json.dumps(PROMPTS, ensure_ascii=False),
                    "names": json.dumps(NAMES, ensure_ascii=False)})
-    save_file({k: v.detach().float().contiguous() for k, v in ref_a.items()}, str(OUT / "reference_a.safetensors"),
-              metadata=meta_a)
+    save_safetensors({k: v.detach().float().contiguous() for k, v in ref_a.items()}, OUT / "reference_a.safetensors",
+                     metadata=meta_a)
 
     # ---------------- config B ----------------
     log("config B")
@@ -481,10 +503,10 @@ def main():
     ckpt["model.diffusion_model.time_embed.0.bias"] = torch.randn(8, generator=g).half()
     ckpt["first_stage_model.decoder.conv_in.bias"] = torch.randn(4, generator=g).half()
     ckpt["denoiser.sigmas"] = torch.linspace(0.03, 14.6, 16, dtype=torch.float32)
-    save_file(ckpt, str(OUT / "tiny-sdxl-b.safetensors"),
-              metadata={"format": "pt", "modelspec.architecture": "stable-diffusion-xl-v1-base",
-                        "description": "tiny random SDXL single-file checkpoint (text encoders only), "
-                                       "MagicNaming test fixture"})
+    save_safetensors(ckpt, OUT / "tiny-sdxl-b.safetensors",
+                     metadata={"format": "pt", "modelspec.architecture": "stable-diffusion-xl-v1-base",
+                               "description": "tiny random SDXL single-file checkpoint (text encoders only), "
+                                              "MagicNaming test fixture"})
 
     # config folder
     bc = OUT / "tiny-sdxl-b-config"
@@ -555,12 +577,13 @@ def main():
         assert 0.1 < ref_b[f"pooled_prompt_embeds.{i}"].std().item() < 10
     meta_b.update({"format": "pt", "config": "tiny-sdxl-b (B)", "prompts": json.dumps(PROMPTS, ensure_ascii=False),
                    "names": json.dumps(NAMES, ensure_ascii=False)})
-    save_file({k: v.detach().float().contiguous() for k, v in ref_b.items()}, str(OUT / "reference_b.safetensors"),
-              metadata=meta_b)
+    save_safetensors({k: v.detach().float().contiguous() for k, v in ref_b.items()}, OUT / "reference_b.safetensors",
+                     metadata=meta_b)
 
     total = 0
     for p in sorted(OUT.rglob("*")):
         if p.is_file():
+            p.chmod(0o644)  # safetensors writes 0600
             total += p.stat().st_size
             log(f"  {p.stat().st_size:>10d}  {p.relative_to(ROOT)}")
     log(f"  total {total / 1e6:.2f} MB")

@@ -1,1 +1,329 @@
-//! Weight loading: safetensors reading, per-format key remapping, load reports.
+//! Weight loading for every supported format.
+//!
+//! A checkpoint is read as safetensors (memory-mapped; F32, F16, BF16 and F64 tensors),
+//! each format's remap table (one module per format) turns its keys into the burn module
+//! paths, which follow transformers'/diffusers' names, and the tensors are applied through
+//! burn-store's [`PyTorchToBurnAdapter`] (Linear transposition, norm `gamma`/`beta`).
+//! After loading, missing keys, unused keys and shape mismatches are errors that name
+//! the keys.
+pub mod clip_text;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use burn::module::ParamId;
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, TensorData};
+use burn_store::{ModuleSnapshot, PyTorchToBurnAdapter, TensorSnapshot, TensorSnapshotError};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::{ModelError, Result};
+
+/// One tensor's place in a safetensors file.
+#[derive(Debug, Clone)]
+pub struct TensorEntry {
+    /// Stored element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    start: usize,
+    end: usize,
+}
+
+/// A memory-mapped safetensors file with its parsed header.
+pub struct SafetensorsFile {
+    path: PathBuf,
+    map: memmap2::Mmap,
+    entries: BTreeMap<String, TensorEntry>,
+}
+
+impl std::fmt::Debug for SafetensorsFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SafetensorsFile({}, {} tensors)", self.path.display(), self.entries.len())
+    }
+}
+
+impl SafetensorsFile {
+    /// Opens and validates a `.safetensors` file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Rc<Self>> {
+        let path = path.as_ref().to_path_buf();
+        let file = std::fs::File::open(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                ModelError::MissingFile {
+                    path: path.clone(),
+                    what: "a safetensors weights file".into(),
+                }
+            } else {
+                ModelError::io(&path, e)
+            }
+        })?;
+        // SAFETY: the file is opened read-only; like every mmap-based loader (candle,
+        // safetensors' own), we rely on it not being truncated while mapped.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(&path, e))?;
+        let (header_len, meta) = SafeTensors::read_metadata(&map)
+            .map_err(|e| ModelError::weights(&path, format!("not a valid safetensors file: {e}")))?;
+        let base = 8 + header_len;
+        let entries = meta
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| {
+                let entry = TensorEntry {
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    start: base + info.data_offsets.0,
+                    end: base + info.data_offsets.1,
+                };
+                (name, entry)
+            })
+            .collect();
+        Ok(Rc::new(Self { path, map, entries }))
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// All tensor names, sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// Header entry of one tensor.
+    pub fn entry(&self, key: &str) -> Option<&TensorEntry> {
+        self.entries.get(key)
+    }
+
+    /// Reads a floating-point tensor, converted to f32.
+    ///
+    /// # Errors
+    /// Unknown key, or an integer/bool dtype.
+    pub fn read_f32(&self, key: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        let entry = self.entries.get(key).ok_or_else(|| {
+            ModelError::weights(&self.path, format!("no tensor `{key}` in the file"))
+        })?;
+        let bytes = &self.map[entry.start..entry.end];
+        let values: Vec<f32> = match entry.dtype {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::F64 => bytes
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+                .collect(),
+            other => {
+                return Err(ModelError::weights(
+                    &self.path,
+                    format!("tensor `{key}` has dtype {other:?}; a float tensor was expected"),
+                ))
+            }
+        };
+        Ok((values, entry.shape.clone()))
+    }
+}
+
+/// How a stored tensor becomes the tensor a module parameter expects (in PyTorch layout;
+/// Linear transposition and norm renaming are left to [`PyTorchToBurnAdapter`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transform {
+    /// As stored.
+    Identity,
+    /// Chunk `index` of `count` equal chunks along dim 0 (open_clip's fused `in_proj`).
+    Chunk {
+        /// Which chunk.
+        index: usize,
+        /// How many chunks.
+        count: usize,
+    },
+    /// A 2-D transpose (open_clip stores `text_projection` as `[hidden, proj]`).
+    Transpose,
+    /// Reshape to this shape (1x1 convolutions stored where Linear weights are expected).
+    Reshape(Vec<usize>),
+}
+
+/// One entry of a remap table: module path <- stored key (+ transform).
+#[derive(Debug, Clone)]
+pub struct Mapped {
+    /// Path in the burn module (`encoder.layers.0.self_attn.q_proj.weight`).
+    pub target: String,
+    /// Key in the file.
+    pub source: String,
+    /// Transformation applied to the stored tensor.
+    pub transform: Transform,
+}
+
+impl Mapped {
+    /// A tensor used as stored.
+    pub fn new(target: impl Into<String>, source: impl Into<String>) -> Self {
+        Self {
+            target: target.into(),
+            source: source.into(),
+            transform: Transform::Identity,
+        }
+    }
+
+    /// A tensor that needs `transform`.
+    pub fn with(target: impl Into<String>, source: impl Into<String>, transform: Transform) -> Self {
+        Self {
+            target: target.into(),
+            source: source.into(),
+            transform,
+        }
+    }
+}
+
+fn apply_transform(values: Vec<f32>, shape: Vec<usize>, t: &Transform) -> std::result::Result<(Vec<f32>, Vec<usize>), String> {
+    match t {
+        Transform::Identity => Ok((values, shape)),
+        Transform::Chunk { index, count } => {
+            let rows = shape.first().copied().unwrap_or(0);
+            if rows % count != 0 {
+                return Err(format!("dim 0 of shape {shape:?} does not split into {count} chunks"));
+            }
+            let per = rows / count;
+            let inner: usize = shape[1..].iter().product();
+            let start = index * per * inner;
+            let mut s = shape.clone();
+            s[0] = per;
+            Ok((values[start..start + per * inner].to_vec(), s))
+        }
+        Transform::Transpose => {
+            if shape.len() != 2 {
+                return Err(format!("cannot transpose shape {shape:?}"));
+            }
+            let (r, c) = (shape[0], shape[1]);
+            let mut out = vec![0f32; r * c];
+            for i in 0..r {
+                for j in 0..c {
+                    out[j * r + i] = values[i * c + j];
+                }
+            }
+            Ok((out, vec![c, r]))
+        }
+        Transform::Reshape(target) => {
+            if target.iter().product::<usize>() != values.len() {
+                return Err(format!("cannot reshape {shape:?} to {target:?}"));
+            }
+            Ok((values, target.clone()))
+        }
+    }
+}
+
+/// Loads `mapped` tensors of `file` into `module`.
+///
+/// `scope` lists every key of the file the module is responsible for: any of them that
+/// no parameter used is an error, as is any module parameter left without a tensor and
+/// any shape mismatch, all named in one message. `ignored` keys (buffers such as
+/// `position_ids` or `logit_scale`) are allowed to stay unused.
+pub fn load_module<B: Backend, M: ModuleSnapshot<B>>(
+    module: &mut M,
+    file: &Rc<SafetensorsFile>,
+    mapped: Vec<Mapped>,
+    what: &str,
+) -> Result<()> {
+    let mut snapshots = Vec::with_capacity(mapped.len());
+    let mut source_of: BTreeMap<String, String> = BTreeMap::new();
+    for m in mapped {
+        let entry = file.entry(&m.source).ok_or_else(|| {
+            ModelError::weights(file.path(), format!("{what}: no tensor `{}`", m.source))
+        })?;
+        let shape = entry.shape.clone();
+        // The shape after the transform, computed without reading data.
+        let shape_after = match &m.transform {
+            Transform::Identity => shape.clone(),
+            Transform::Chunk { count, .. } => {
+                let mut s = shape.clone();
+                if let Some(first) = s.first_mut() {
+                    *first /= (*count).max(1);
+                }
+                s
+            }
+            Transform::Transpose => shape.iter().rev().copied().collect(),
+            Transform::Reshape(t) => t.clone(),
+        };
+        let (f, source, transform) = (Rc::clone(file), m.source.clone(), m.transform.clone());
+        let data_fn = Rc::new(move || -> std::result::Result<TensorData, TensorSnapshotError> {
+            let (values, shape) = f
+                .read_f32(&source)
+                .map_err(|e| TensorSnapshotError::DataError(e.to_string()))?;
+            let (values, shape) = apply_transform(values, shape, &transform)
+                .map_err(|e| TensorSnapshotError::DataError(format!("`{source}`: {e}")))?;
+            Ok(TensorData::new(values, shape))
+        });
+        let path: Vec<String> = m.target.split('.').map(str::to_string).collect();
+        snapshots.push(TensorSnapshot::from_closure(
+            data_fn,
+            DType::F32,
+            shape_after.into(),
+            path,
+            Vec::new(),
+            ParamId::new(),
+        ));
+        source_of.insert(m.target, m.source);
+    }
+    let result = module.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), false);
+    let applied: HashSet<&str> = result.applied.iter().map(String::as_str).collect();
+    let used = |target: &str| {
+        applied.contains(target)
+            || [(".weight", ".gamma"), (".bias", ".beta")].iter().any(|(from, to)| {
+                target
+                    .strip_suffix(from)
+                    .is_some_and(|stem| applied.contains(format!("{stem}{to}").as_str()))
+            })
+    };
+    let mut problems = Vec::new();
+    for e in &result.errors {
+        let msg = e.to_string();
+        let named = source_of
+            .iter()
+            .find(|(t, _)| msg.contains(t.as_str()))
+            .map(|(_, s)| format!(" (stored as `{s}`)"))
+            .unwrap_or_default();
+        problems.push(format!("{msg}{named}"));
+    }
+    let missing: BTreeSet<&str> = result
+        .missing
+        .iter()
+        .map(|(p, _)| p.as_str())
+        .filter(|p| {
+            // A norm parameter is looked up under both names; count it once.
+            !result.errors.iter().any(|e| e.to_string().contains(*p))
+        })
+        .collect();
+    if !missing.is_empty() {
+        problems.push(format!(
+            "missing tensors for module parameters: {}",
+            missing.iter().copied().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let unused: Vec<String> = source_of
+        .iter()
+        .filter(|(t, _)| !used(t) && !result.errors.iter().any(|e| e.to_string().contains(t.as_str())))
+        .map(|(t, s)| format!("`{s}` (as {t})"))
+        .collect();
+    if !unused.is_empty() {
+        problems.push(format!("unused tensors: {}", unused.join(", ")));
+    }
+    if problems.is_empty() {
+        log::debug!("{what}: loaded {} tensors from {}", result.applied.len(), file.path().display());
+        Ok(())
+    } else {
+        Err(ModelError::weights(file.path(), format!("{what}: {}", problems.join("; "))))
+    }
+}
+
+/// Keys of `file` under `prefix`, with the prefix stripped.
+pub fn keys_under<'a>(file: &'a SafetensorsFile, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+    file.keys()
+        .filter_map(move |k| k.strip_prefix(prefix).map(|rest| (k, rest)))
+}

@@ -1,0 +1,204 @@
+//! SDXL prompt encoding (diffusers' `StableDiffusionXLPipeline.encode_prompt`) and the
+//! text-coding of names (METHOD.md (a)).
+use std::rc::Rc;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use magicnaming_core::{NameEmbedding, DEFAULT_NAME_TOKENS};
+
+use super::source::SdxlSource;
+use crate::clip::config::ClipTextConfig;
+use crate::clip::text::ClipTextModel;
+use crate::clip::tokenizer::ClipTokenizer;
+use crate::weights::{clip_text, load_module, SafetensorsFile};
+use crate::{ModelError, Result};
+
+/// Single-file key prefix of text encoder 1 (transformers layout).
+pub const SINGLE_FILE_TE1_PREFIX: &str = "conditioner.embedders.0.transformer.";
+/// Single-file key prefix of text encoder 2 (open_clip layout).
+pub const SINGLE_FILE_TE2_PREFIX: &str = "conditioner.embedders.1.model.";
+/// Weight files of a diffusers text encoder, in order of preference.
+const TEXT_ENCODER_FILES: &[&str] = &["model.safetensors", "model.fp16.safetensors"];
+
+/// Prompt embeddings as the SDXL UNet takes them.
+#[derive(Debug, Clone)]
+pub struct PromptEmbeds<B: Backend> {
+    /// `[B, 77, D]`: penultimate hidden states of both encoders, concatenated.
+    pub prompt_embeds: Tensor<B, 3>,
+    /// `[B, P]`: encoder 2's projected pooled output.
+    pub pooled_prompt_embeds: Tensor<B, 2>,
+}
+
+/// SDXL's two tokenizers and text encoders.
+#[derive(Debug)]
+pub struct SdxlTextEncoders<B: Backend> {
+    /// Tokenizer of encoder 1 (pads with `<|endoftext|>`).
+    pub tokenizer: ClipTokenizer,
+    /// Tokenizer of encoder 2 (pads with `!`).
+    pub tokenizer_2: ClipTokenizer,
+    /// CLIP ViT-L/14 text tower.
+    pub text_encoder: ClipTextModel<B>,
+    /// OpenCLIP ViT-bigG/14 text tower with projection.
+    pub text_encoder_2: ClipTextModel<B>,
+    /// Unconditional embeddings are zeros when no negative prompt is given.
+    pub force_zeros_for_empty_prompt: bool,
+}
+
+fn text_config(source: &SdxlSource, component: &str, builtin: fn() -> ClipTextConfig) -> Result<ClipTextConfig> {
+    match source.component_file(component, "config.json") {
+        Some(p) => ClipTextConfig::from_file(&p),
+        None => match source {
+            SdxlSource::Diffusers { root, .. } => Err(ModelError::MissingFile {
+                path: root.join(component).join("config.json"),
+                what: format!("configuration of `{component}`"),
+            }),
+            SdxlSource::SingleFile { .. } => {
+                log::info!("{component}: no configuration given, using SDXL base's");
+                Ok(builtin())
+            }
+        },
+    }
+}
+
+fn tokenizer(source: &SdxlSource, component: &str, default_pad: &str) -> Result<ClipTokenizer> {
+    match source.component_dir(component) {
+        Some(dir) => ClipTokenizer::from_folder(&dir),
+        None => match source {
+            SdxlSource::Diffusers { root, .. } => Err(ModelError::MissingFile {
+                path: root.join(component),
+                what: "tokenizer folder".into(),
+            }),
+            SdxlSource::SingleFile { .. } => ClipTokenizer::bundled(default_pad),
+        },
+    }
+}
+
+impl<B: Backend> SdxlTextEncoders<B> {
+    /// Loads both tokenizers and text encoders from a diffusers folder or a single file.
+    pub fn load(source: &SdxlSource, device: &B::Device) -> Result<Self> {
+        let config_1 = text_config(source, "text_encoder", ClipTextConfig::sdxl_text_encoder)?;
+        let config_2 = text_config(source, "text_encoder_2", ClipTextConfig::sdxl_text_encoder_2)?;
+        let mut text_encoder = config_1.init::<B>(false, device);
+        let mut text_encoder_2 = config_2.init::<B>(true, device);
+        match source {
+            SdxlSource::Diffusers { root, .. } => {
+                let f1 = SafetensorsFile::open(SdxlSource::diffusers_weights(root, "text_encoder", TEXT_ENCODER_FILES)?)?;
+                load_module(&mut text_encoder, &f1, clip_text::hf_text(&f1, ""), "text_encoder")?;
+                let f2 = SafetensorsFile::open(SdxlSource::diffusers_weights(root, "text_encoder_2", TEXT_ENCODER_FILES)?)?;
+                load_module(&mut text_encoder_2, &f2, clip_text::hf_text(&f2, ""), "text_encoder_2")?;
+            }
+            SdxlSource::SingleFile { file, .. } => {
+                let f = SafetensorsFile::open(file)?;
+                for (prefix, what) in [(SINGLE_FILE_TE1_PREFIX, "text encoder 1"), (SINGLE_FILE_TE2_PREFIX, "text encoder 2")] {
+                    if f.keys().all(|k| !k.starts_with(prefix)) {
+                        return Err(ModelError::weights(
+                            file,
+                            format!("no `{prefix}*` tensors: not an SDXL checkpoint with {what}"),
+                        ));
+                    }
+                }
+                load_module(&mut text_encoder, &f, clip_text::hf_text(&f, SINGLE_FILE_TE1_PREFIX), "text encoder 1")?;
+                load_module(&mut text_encoder_2, &f, clip_text::open_clip_text(&f, SINGLE_FILE_TE2_PREFIX), "text encoder 2")?;
+                drop(Rc::clone(&f));
+            }
+        }
+        Ok(Self {
+            tokenizer: tokenizer(source, "tokenizer", "<|endoftext|>")?,
+            tokenizer_2: tokenizer(source, "tokenizer_2", "!")?,
+            text_encoder,
+            text_encoder_2,
+            force_zeros_for_empty_prompt: source.force_zeros_for_empty_prompt()?,
+        })
+    }
+
+    /// `D`: width of the prompt embeddings (2048 for SDXL).
+    pub fn token_dim(&self) -> usize {
+        self.text_encoder.hidden_size() + self.text_encoder_2.hidden_size()
+    }
+
+    /// `P`: width of the pooled embedding (1280 for SDXL).
+    pub fn pooled_dim(&self) -> usize {
+        self.text_encoder_2
+            .projection_dim()
+            .unwrap_or_else(|| self.text_encoder_2.hidden_size())
+    }
+
+    /// Encodes prompts as SDXL does: each encoder's penultimate hidden states,
+    /// concatenated on the last dimension; the pooled embedding from encoder 2.
+    ///
+    /// # Shapes
+    /// - output: `prompt_embeds` `[B, 77, D]`, `pooled_prompt_embeds` `[B, P]`
+    pub fn encode_prompt(&self, prompts: &[&str]) -> Result<PromptEmbeds<B>> {
+        let ids_1 = self.tokenizer.encode_batch(prompts)?;
+        let ids_2 = self.tokenizer_2.encode_batch(prompts)?;
+        let out_1 = self.text_encoder.forward(&ids_1)?;
+        let out_2 = self.text_encoder_2.forward(&ids_2)?;
+        let penultimate = |states: &[Tensor<B, 3>]| states[states.len() - 2].clone();
+        let prompt_embeds = Tensor::cat(
+            vec![penultimate(&out_1.hidden_states), penultimate(&out_2.hidden_states)],
+            2,
+        );
+        let pooled_prompt_embeds = out_2.text_embeds.unwrap_or(out_2.pooled_output);
+        Ok(PromptEmbeds {
+            prompt_embeds,
+            pooled_prompt_embeds,
+        })
+    }
+
+    /// The unconditional embeddings for classifier-free guidance, as diffusers makes
+    /// them: zeros when no negative prompt is given and the model says
+    /// `force_zeros_for_empty_prompt`, otherwise the encoded negative prompt (`""` when
+    /// none is given).
+    pub fn encode_negative_prompt(&self, negative: Option<&[&str]>, batch: usize) -> Result<PromptEmbeds<B>> {
+        match negative {
+            None if self.force_zeros_for_empty_prompt => {
+                let device = self.text_encoder.final_layer_norm.gamma.device();
+                let seq = self.tokenizer.max_length();
+                Ok(PromptEmbeds {
+                    prompt_embeds: Tensor::zeros([batch, seq, self.token_dim()], &device),
+                    pooled_prompt_embeds: Tensor::zeros([batch, self.pooled_dim()], &device),
+                })
+            }
+            None => self.encode_prompt(&vec![""; batch]),
+            Some(texts) => {
+                if texts.len() != batch {
+                    return Err(ModelError::InvalidInput(format!(
+                        "{} negative prompts for a batch of {batch}",
+                        texts.len()
+                    )));
+                }
+                self.encode_prompt(texts)
+            }
+        }
+    }
+
+    /// Text-codes a name (METHOD.md (a)): encodes `name` as a prompt and keeps the
+    /// `num_tokens` vectors after the start token (positions `1..=num_tokens`).
+    ///
+    /// # Shapes
+    /// - output: `[num_tokens, D]`
+    ///
+    /// # Errors
+    /// An empty (or whitespace-only) name; `num_tokens` of 0 or not below 77.
+    pub fn text_code_name(&self, name: &str, num_tokens: usize) -> Result<NameEmbedding<B>> {
+        let clean = name.split_whitespace().collect::<Vec<_>>().join(" ");
+        if clean.is_empty() {
+            return Err(ModelError::InvalidInput("the name text is empty".into()));
+        }
+        let seq = self.tokenizer.max_length();
+        if num_tokens == 0 || num_tokens >= seq {
+            return Err(ModelError::InvalidInput(format!(
+                "name token count must be in 1..{seq}, got {num_tokens}"
+            )));
+        }
+        let embeds = self.encode_prompt(&[name])?.prompt_embeds;
+        let d = embeds.dims()[2];
+        let tokens = embeds.slice([0..1, 1..1 + num_tokens, 0..d]).reshape([num_tokens, d]);
+        Ok(NameEmbedding::new(tokens, name)?)
+    }
+
+    /// [`Self::text_code_name`] with MagicNaming's 8 tokens.
+    pub fn text_code_name_default(&self, name: &str) -> Result<NameEmbedding<B>> {
+        self.text_code_name(name, DEFAULT_NAME_TOKENS)
+    }
+}
