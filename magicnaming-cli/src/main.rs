@@ -1,1 +1,81 @@
-fn main(){}
+//! `magicnaming`: the command-line front end of MagicNaming.
+//!
+//! Every command that runs a network takes `--device cpu|wgpu[:N]|cuda[:N]` among the
+//! backends compiled in (cargo features `ndarray` (default), `wgpu`, `cuda`).
+mod device;
+mod name_cmds;
+mod tensors;
+mod text_cmds;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use device::{dispatch, DeviceArg};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "magicnaming",
+    version,
+    about = "Consistent-identity SDXL generation by finding a person's name embedding (MagicNaming, AAAI 2025)"
+)]
+struct Cli {
+    /// Device: cpu, wgpu[:N] or cuda[:N] (among the backends compiled in).
+    #[arg(long, global = true, default_value_t = String::new(), hide_default_value = true)]
+    device: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Encode a prompt as SDXL does; with --name, the name-prepended embeddings.
+    EncodePrompt(text_cmds::EncodePromptArgs),
+    /// Make, mix and inspect name embeddings.
+    #[command(subcommand)]
+    Name(NameCommand),
+    /// Show which backends this binary was built with.
+    Backends,
+}
+
+#[derive(Subcommand, Debug)]
+enum NameCommand {
+    /// Text-code a (celebrity's) name: the 8 token vectors after the start token.
+    FromText(text_cmds::FromTextArgs),
+    /// Interpolate two names (linear, or spherical with --slerp).
+    Mix(name_cmds::MixArgs),
+    /// Print a name file's shape and provenance.
+    Info {
+        /// The name file.
+        file: PathBuf,
+    },
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let device: DeviceArg = if cli.device.is_empty() {
+        DeviceArg::default()
+    } else {
+        cli.device.parse().map_err(anyhow::Error::msg)?
+    };
+    match cli.command {
+        Command::EncodePrompt(args) => dispatch(&device, args),
+        Command::Name(NameCommand::FromText(args)) => dispatch(&device, args),
+        Command::Name(NameCommand::Mix(args)) => dispatch(&device, args),
+        Command::Name(NameCommand::Info { file }) => {
+            dispatch(&device, name_cmds::InfoArgs { file })
+        }
+        Command::Backends => {
+            println!("{}", device::compiled_backends().join(" "));
+            Ok(())
+        }
+    }
+}

@@ -87,7 +87,8 @@ impl<B: Backend> NameEmbedding<B> {
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        let tokens = Tensor::<B, 2>::from_data(TensorData::new(values, [shape[0], shape[1]]), device);
+        let tokens =
+            Tensor::<B, 2>::from_data(TensorData::new(values, [shape[0], shape[1]]), device);
         let (_, meta) = SafeTensors::read_metadata(bytes)
             .map_err(|e| bad(path, std::format!("unreadable header: {e}")))?;
         let source = meta

@@ -21,17 +21,17 @@ extern crate std;
 
 mod error;
 mod head;
-mod name;
-mod ops;
 #[cfg(feature = "std")]
 mod io;
+mod name;
+mod ops;
 
 pub use error::NameError;
 pub use head::{HeadActivation, NameHead, NameHeadConfig};
-pub use name::NameEmbedding;
-pub use ops::{interpolate, mix, prepend, slerp, NameTokens};
 #[cfg(feature = "std")]
 pub use io::{write_atomic, NAME_FORMAT, NAME_TENSOR};
+pub use name::NameEmbedding;
+pub use ops::{interpolate, mix, prepend, slerp, NameTokens};
 
 /// Result type of this crate.
 pub type Result<T> = core::result::Result<T, NameError>;

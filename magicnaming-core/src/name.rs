@@ -71,7 +71,13 @@ pub(crate) fn ensure_finite<B: Backend, const D: usize>(
     x: &Tensor<B, D>,
     what: impl FnOnce() -> String,
 ) -> Result<()> {
-    let finite = x.clone().is_finite().all().into_data().iter::<bool>().all(|v| v);
+    let finite = x
+        .clone()
+        .is_finite()
+        .all()
+        .into_data()
+        .iter::<bool>()
+        .all(|v| v);
     if finite {
         Ok(())
     } else {

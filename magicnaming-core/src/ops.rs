@@ -81,10 +81,7 @@ pub fn prepend<B: Backend>(
         });
     }
     if k >= seq_len {
-        return Err(NameError::TooManyTokens {
-            tokens: k,
-            seq_len,
-        });
+        return Err(NameError::TooManyTokens { tokens: k, seq_len });
     }
     let start = prompt_embeds.clone().slice([0..batch, 0..1, 0..dim]);
     let mut parts = vec![start];

@@ -51,7 +51,14 @@ fn prepend_keeps_start_token_inserts_name_and_drops_the_tail() {
     for b in 0..batch {
         let row = |l: usize| &v[(b * len + l) * dim..(b * len + l + 1) * dim];
         // Token 0: the start token, untouched.
-        assert_eq!(row(0), &[(1000 * b) as f32, (1000 * b + 1) as f32, (1000 * b + 2) as f32]);
+        assert_eq!(
+            row(0),
+            &[
+                (1000 * b) as f32,
+                (1000 * b + 1) as f32,
+                (1000 * b + 2) as f32
+            ]
+        );
         // Tokens 1..=K: the name, the same for every sample.
         assert_eq!(row(1), &[-1., -2., -3.]);
         assert_eq!(row(2), &[-4., -5., -6.]);
@@ -78,21 +85,21 @@ fn prepend_per_sample_names() {
 #[test]
 fn prepend_name_filling_all_but_the_start_token() {
     let prompt = traceable_prompt(1, 3, 1);
-    let v = host(prepend(prompt, &name(&[5., 6.], [2, 1])).unwrap());
+    let v = host(prepend(prompt, name(&[5., 6.], [2, 1])).unwrap());
     assert_eq!(v, vec![0., 5., 6.]);
 }
 
 #[test]
 fn prepend_errors() {
     let prompt = traceable_prompt(2, 4, 3);
-    match prepend(prompt.clone(), &name(&[0.; 4], [2, 2])) {
+    match prepend(prompt.clone(), name(&[0.; 4], [2, 2])) {
         Err(NameError::DimMismatch {
             name_dim: 2,
             prompt_dim: 3,
         }) => {}
         other => panic!("expected DimMismatch, got {other:?}"),
     }
-    match prepend(prompt.clone(), &name(&[0.; 12], [4, 3])) {
+    match prepend(prompt.clone(), name(&[0.; 12], [4, 3])) {
         Err(NameError::TooManyTokens {
             tokens: 4,
             seq_len: 4,
@@ -112,7 +119,10 @@ fn prepend_errors() {
 fn name_rejects_non_finite_and_empty() {
     for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
         let r = NameEmbedding::new(t2(&[1., bad], [1, 2]), "x");
-        assert!(matches!(r, Err(NameError::NonFinite { .. })), "{bad}: {r:?}");
+        assert!(
+            matches!(r, Err(NameError::NonFinite { .. })),
+            "{bad}: {r:?}"
+        );
     }
     let empty = Tensor::<B, 2>::zeros([0, 4], &dev());
     assert!(matches!(
@@ -125,11 +135,26 @@ fn name_rejects_non_finite_and_empty() {
 fn interpolate_endpoints_midpoint_and_extrapolation() {
     let a = name(&[0., 2., 4., 6.], [2, 2]);
     let b = name(&[4., 2., 0., -2.], [2, 2]);
-    assert_eq!(host(interpolate(&a, &b, 0.0).unwrap().into_tokens()), vec![0., 2., 4., 6.]);
-    assert_eq!(host(interpolate(&a, &b, 1.0).unwrap().into_tokens()), vec![4., 2., 0., -2.]);
-    assert_eq!(host(interpolate(&a, &b, 0.25).unwrap().into_tokens()), vec![1., 2., 3., 4.]);
-    assert_eq!(host(interpolate(&a, &b, 1.5).unwrap().into_tokens()), vec![6., 2., -2., -6.]);
-    assert_eq!(host(interpolate(&a, &b, -0.5).unwrap().into_tokens()), vec![-2., 2., 6., 10.]);
+    assert_eq!(
+        host(interpolate(&a, &b, 0.0).unwrap().into_tokens()),
+        vec![0., 2., 4., 6.]
+    );
+    assert_eq!(
+        host(interpolate(&a, &b, 1.0).unwrap().into_tokens()),
+        vec![4., 2., 0., -2.]
+    );
+    assert_eq!(
+        host(interpolate(&a, &b, 0.25).unwrap().into_tokens()),
+        vec![1., 2., 3., 4.]
+    );
+    assert_eq!(
+        host(interpolate(&a, &b, 1.5).unwrap().into_tokens()),
+        vec![6., 2., -2., -6.]
+    );
+    assert_eq!(
+        host(interpolate(&a, &b, -0.5).unwrap().into_tokens()),
+        vec![-2., 2., 6., 10.]
+    );
 }
 
 #[test]
@@ -177,10 +202,22 @@ fn slerp_follows_the_great_circle() {
     let third = host(slerp(&a, &b, 1.0 / 3.0).unwrap().into_tokens());
     let (c, s) = (30f32.to_radians().cos(), 30f32.to_radians().sin());
     assert_close(&third, &[c, s, 2. * c, 2. * s], F32_TOL);
-    assert_close(&host(slerp(&a, &b, 0.0).unwrap().into_tokens()), &[1., 0., 2., 0.], F32_TOL);
-    assert_close(&host(slerp(&a, &b, 1.0).unwrap().into_tokens()), &[0., 1., 0., 2.], F32_TOL);
+    assert_close(
+        &host(slerp(&a, &b, 0.0).unwrap().into_tokens()),
+        &[1., 0., 2., 0.],
+        F32_TOL,
+    );
+    assert_close(
+        &host(slerp(&a, &b, 1.0).unwrap().into_tokens()),
+        &[0., 1., 0., 2.],
+        F32_TOL,
+    );
     // Extrapolation continues along the circle: t = 2 reaches 180 degrees.
-    assert_close(&host(slerp(&a, &b, 2.0).unwrap().into_tokens()), &[-1., 0., -2., 0.], F32_TOL);
+    assert_close(
+        &host(slerp(&a, &b, 2.0).unwrap().into_tokens()),
+        &[-1., 0., -2., 0.],
+        F32_TOL,
+    );
 }
 
 #[test]
@@ -221,7 +258,11 @@ fn mix_normalises_weights() {
     let a = name(&[1., 0.], [1, 2]);
     let b = name(&[0., 1.], [1, 2]);
     let c = name(&[1., 1.], [1, 2]);
-    let m = host(mix(&[(&a, 2.0), (&b, 1.0), (&c, 1.0)]).unwrap().into_tokens());
+    let m = host(
+        mix(&[(&a, 2.0), (&b, 1.0), (&c, 1.0)])
+            .unwrap()
+            .into_tokens(),
+    );
     assert_close(&m, &[0.75, 0.5], F32_TOL);
     // A zero weight is allowed as long as one is positive; one name returns itself.
     let m = host(mix(&[(&a, 0.0), (&b, 3.0)]).unwrap().into_tokens());
@@ -272,7 +313,10 @@ fn name_head_shapes_config_and_loss() {
     assert!((one - 1.0).abs() < F32_TOL, "{one}");
     // Defaults are MagicNaming's: K = 8, D = 2048, FC x 3.
     let d = NameHeadConfig::new(2048);
-    assert_eq!((d.num_tokens, d.token_dim, d.hidden_dims.len()), (8, 2048, 2));
+    assert_eq!(
+        (d.num_tokens, d.token_dim, d.hidden_dims.len()),
+        (8, 2048, 2)
+    );
     // Zero widths are a named error, not a panic.
     let bad = NameHeadConfig::new(0).init::<B>(&dev());
     assert!(matches!(bad, Err(NameError::InvalidConfig(_))));
@@ -280,7 +324,9 @@ fn name_head_shapes_config_and_loss() {
 
 #[test]
 fn name_head_config_round_trips_through_json() {
-    let config = NameHeadConfig::new(10).with_hidden_dims(vec![3]).with_activation(HeadActivation::Silu);
+    let config = NameHeadConfig::new(10)
+        .with_hidden_dims(vec![3])
+        .with_activation(HeadActivation::Silu);
     use burn::config::Config;
     let json = config.to_string();
     let back = NameHeadConfig::load_binary(json.as_bytes()).unwrap();
@@ -302,7 +348,10 @@ fn name_head_trains_on_autodiff() {
     let target = Tensor::<A, 3>::zeros([1, 2, 3], &dev());
     let loss = head.loss(head.forward(x), target);
     let grads = loss.backward();
-    let g = head.layers[0].weight.grad(&grads).expect("first layer receives a gradient");
+    let g = head.layers[0]
+        .weight
+        .grad(&grads)
+        .expect("first layer receives a gradient");
     assert_eq!(g.dims(), [4, 8]);
 }
 
@@ -310,13 +359,20 @@ fn name_head_trains_on_autodiff() {
 fn save_and_load_round_trip_with_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("n.safetensors");
-    let n = NameEmbedding::new(t2(&[0.5, -1.25, 3.0, 1e-3, 7.0, -8.0], [3, 2]), "Ada Lovelace").unwrap();
+    let n = NameEmbedding::new(
+        t2(&[0.5, -1.25, 3.0, 1e-3, 7.0, -8.0], [3, 2]),
+        "Ada Lovelace",
+    )
+    .unwrap();
     n.save(&path).unwrap();
     let back = NameEmbedding::<B>::load(&path, &dev()).unwrap();
     assert_eq!(back.num_tokens(), 3);
     assert_eq!(back.dim(), 2);
     assert_eq!(back.source(), "Ada Lovelace");
-    assert_eq!(host(back.into_tokens()), vec![0.5, -1.25, 3.0, 1e-3, 7.0, -8.0]);
+    assert_eq!(
+        host(back.into_tokens()),
+        vec![0.5, -1.25, 3.0, 1e-3, 7.0, -8.0]
+    );
     // No temporary file is left beside it.
     let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(files.len(), 1);
@@ -332,28 +388,75 @@ fn load_errors_name_the_file_and_tensor() {
 
     let junk = dir.path().join("junk.safetensors");
     std::fs::write(&junk, b"not a safetensors file").unwrap();
-    let e = NameEmbedding::<B>::load(&junk, &dev()).unwrap_err().to_string();
-    assert!(e.contains("junk.safetensors") && e.contains("not a safetensors"), "{e}");
+    let e = NameEmbedding::<B>::load(&junk, &dev())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("junk.safetensors") && e.contains("not a safetensors"),
+        "{e}"
+    );
 
-    let write = |file: &str, tensor: &str, dtype: safetensors::Dtype, shape: Vec<usize>, bytes: Vec<u8>| {
-        let p = dir.path().join(file);
-        let view = safetensors::tensor::TensorView::new(dtype, shape, &bytes).unwrap();
-        std::fs::write(&p, safetensors::serialize([(tensor, view)], None).unwrap()).unwrap();
-        p
-    };
-    let p = write("other.safetensors", "latents", safetensors::Dtype::F32, vec![1, 1], vec![0; 4]);
-    let e = NameEmbedding::<B>::load(&p, &dev()).unwrap_err().to_string();
-    assert!(e.contains("no tensor `name`") && e.contains("latents"), "{e}");
-    let p = write("f16.safetensors", "name", safetensors::Dtype::F16, vec![1, 2], vec![0; 4]);
-    let e = NameEmbedding::<B>::load(&p, &dev()).unwrap_err().to_string();
+    let write =
+        |file: &str, tensor: &str, dtype: safetensors::Dtype, shape: Vec<usize>, bytes: Vec<u8>| {
+            let p = dir.path().join(file);
+            let view = safetensors::tensor::TensorView::new(dtype, shape, &bytes).unwrap();
+            std::fs::write(&p, safetensors::serialize([(tensor, view)], None).unwrap()).unwrap();
+            p
+        };
+    let p = write(
+        "other.safetensors",
+        "latents",
+        safetensors::Dtype::F32,
+        vec![1, 1],
+        vec![0; 4],
+    );
+    let e = NameEmbedding::<B>::load(&p, &dev())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no tensor `name`") && e.contains("latents"),
+        "{e}"
+    );
+    let p = write(
+        "f16.safetensors",
+        "name",
+        safetensors::Dtype::F16,
+        vec![1, 2],
+        vec![0; 4],
+    );
+    let e = NameEmbedding::<B>::load(&p, &dev())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("F16"), "{e}");
-    let p = write("rank3.safetensors", "name", safetensors::Dtype::F32, vec![1, 1, 2], vec![0; 8]);
-    let e = NameEmbedding::<B>::load(&p, &dev()).unwrap_err().to_string();
+    let p = write(
+        "rank3.safetensors",
+        "name",
+        safetensors::Dtype::F32,
+        vec![1, 1, 2],
+        vec![0; 8],
+    );
+    let e = NameEmbedding::<B>::load(&p, &dev())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("[1, 1, 2]"), "{e}");
-    let nan = f32::NAN.to_le_bytes().iter().chain(&1f32.to_le_bytes()).copied().collect();
-    let p = write("nan.safetensors", "name", safetensors::Dtype::F32, vec![1, 2], nan);
+    let nan = f32::NAN
+        .to_le_bytes()
+        .iter()
+        .chain(&1f32.to_le_bytes())
+        .copied()
+        .collect();
+    let p = write(
+        "nan.safetensors",
+        "name",
+        safetensors::Dtype::F32,
+        vec![1, 2],
+        nan,
+    );
     let e = NameEmbedding::<B>::load(&p, &dev()).unwrap_err();
-    assert!(matches!(e, NameError::NonFinite { .. }) && e.to_string().contains("nan.safetensors"), "{e}");
+    assert!(
+        matches!(e, NameError::NonFinite { .. }) && e.to_string().contains("nan.safetensors"),
+        "{e}"
+    );
 }
 
 #[test]

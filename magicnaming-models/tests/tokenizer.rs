@@ -240,6 +240,46 @@ fn whitespace_is_collapsed_and_stripped() {
     }
 }
 
+/// Texts beyond tokens.json, with (unpadded) ids from transformers 5.24 `CLIPTokenizer.from_pretrained`
+/// on: the fixture `tokenizer/`, the fixture `tokenizer_2/`, and folders configured like SDXL's
+/// published ones (bos/eos/unk as normalized `AddedToken` dicts, the pad token a plain string),
+/// which `bundled` reproduces: there `<|endoftext|>` is a normalized added token for tokenizer 2,
+/// so `<|ENDOFTEXT|>` matches it, and an unnormalized one for tokenizer 1 (its pad token).
+#[rustfmt::skip]
+const EDGE_CASES: &[(&str, [&[u32]; 4])] = &[
+    ("Hi!!", [&[49406, 1883, 748, 49407], &[49406, 1883, 0, 0, 49407], &[49406, 1883, 748, 49407], &[49406, 1883, 0, 0, 49407]]),
+    ("<|ENDOFTEXT|> x", [&[49406, 27, 347, 40786, 4160, 91, 285, 343, 49407], &[49406, 27, 347, 40786, 4160, 91, 285, 343, 49407], &[49406, 27, 347, 40786, 4160, 91, 285, 343, 49407], &[49406, 49407, 343, 49407]]),
+    ("it\u{2019}s \u{201c}quoted\u{201d}", [&[49406, 585, 728, 503, 338, 728, 506, 27706, 728, 507, 49407], &[49406, 585, 728, 503, 338, 728, 506, 27706, 728, 507, 49407], &[49406, 585, 728, 503, 338, 728, 506, 27706, 728, 507, 49407], &[49406, 585, 728, 503, 338, 728, 506, 27706, 728, 507, 49407]]),
+    ("a\u{1c}b\u{1d}c\u{1e}d\u{1f}f", [&[49406, 320, 472, 321, 473, 322, 474, 323, 475, 325, 49407], &[49406, 320, 472, 321, 473, 322, 474, 323, 475, 325, 49407], &[49406, 320, 472, 321, 473, 322, 474, 323, 475, 325, 49407], &[49406, 320, 472, 321, 473, 322, 474, 323, 475, 325, 49407]]),
+    ("a\u{2028}b\u{85}c", [&[49406, 320, 321, 322, 49407], &[49406, 320, 321, 322, 49407], &[49406, 320, 321, 322, 49407], &[49406, 320, 321, 322, 49407]]),
+    ("\u{130}stanbul", [&[49406, 328, 16384, 11231, 49407], &[49406, 328, 16384, 11231, 49407], &[49406, 328, 16384, 11231, 49407], &[49406, 328, 16384, 11231, 49407]]),
+    ("e\u{301}", [&[49406, 4166, 49407], &[49406, 4166, 49407], &[49406, 4166, 49407], &[49406, 4166, 49407]]),
+    ("\u{fb01} ligature \u{ff21}", [&[49406, 171, 105, 479, 19915, 4490, 171, 121, 479, 49407], &[49406, 171, 105, 479, 19915, 4490, 171, 121, 479, 49407], &[49406, 171, 105, 479, 19915, 4490, 171, 121, 479, 49407], &[49406, 171, 105, 479, 19915, 4490, 171, 121, 479, 49407]]),
+    ("\u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467}\u{200d}\u{1f466} family", [&[49406, 25023, 26304, 48938, 4244, 964, 355, 1315, 49407], &[49406, 25023, 26304, 48938, 4244, 964, 355, 1315, 49407], &[49406, 25023, 26304, 48938, 4244, 964, 355, 1315, 49407], &[49406, 25023, 26304, 48938, 4244, 964, 355, 1315, 49407]]),
+];
+
+#[test]
+fn edge_cases_match_transformers() {
+    let tokenizers = [
+        ClipTokenizer::from_folder(&tokenizer_dir("tokenizer")).unwrap(),
+        ClipTokenizer::from_folder(&tokenizer_dir("tokenizer_2")).unwrap(),
+        ClipTokenizer::bundled("<|endoftext|>").unwrap(),
+        ClipTokenizer::bundled("!").unwrap(),
+    ];
+    for (text, expected) in EDGE_CASES {
+        for (k, (tok, expected)) in tokenizers.iter().zip(expected).enumerate() {
+            assert_eq!(
+                tok.encode_unpadded(text).unwrap(),
+                *expected,
+                "tokenizer {k}: {text:?}"
+            );
+            let got = tok.encode(text).unwrap();
+            assert_eq!(&got[..expected.len()], *expected, "tokenizer {k}: {text:?}");
+            assert!(got[expected.len()..].iter().all(|&id| id == tok.pad_id()));
+        }
+    }
+}
+
 /// Records warnings so that the truncation message can be checked.
 struct Recorder(Mutex<Vec<String>>);
 

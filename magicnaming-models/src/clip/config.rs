@@ -129,9 +129,15 @@ fn merge(defaults: Value, file: &Map<String, Value>, path: &Path) -> crate::Resu
     }
     let act = obj["hidden_act"].as_str().unwrap_or_default().to_string();
     let parsed = ClipActivation::from_hf(&act).ok_or_else(|| {
-        ModelError::config(path, format!("unsupported hidden_act {act:?} (quick_gelu, gelu, gelu_new)"))
+        ModelError::config(
+            path,
+            format!("unsupported hidden_act {act:?} (quick_gelu, gelu, gelu_new)"),
+        )
     })?;
-    obj.insert("hidden_act".into(), serde_json::to_value(parsed).expect("enum serialises"));
+    obj.insert(
+        "hidden_act".into(),
+        serde_json::to_value(parsed).expect("enum serialises"),
+    );
     Ok(out)
 }
 
@@ -171,7 +177,7 @@ impl ClipTextConfig {
                 ("vocab_size", c.vocab_size),
             ],
         )?;
-        if c.hidden_size % c.num_attention_heads != 0 {
+        if !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             return Err(ModelError::config(
                 path,
                 format!(
@@ -190,13 +196,35 @@ impl ClipTextConfig {
 
     /// stabilityai/stable-diffusion-xl-base-1.0 `text_encoder/config.json` (CLIP ViT-L/14).
     pub fn sdxl_text_encoder() -> Self {
-        Self::new(49408, 768, 3072, 768, 12, 12, 77, ClipActivation::QuickGelu, 1e-5, 2)
+        Self::new(
+            49408,
+            768,
+            3072,
+            768,
+            12,
+            12,
+            77,
+            ClipActivation::QuickGelu,
+            1e-5,
+            2,
+        )
     }
 
     /// stabilityai/stable-diffusion-xl-base-1.0 `text_encoder_2/config.json`
     /// (OpenCLIP ViT-bigG/14).
     pub fn sdxl_text_encoder_2() -> Self {
-        Self::new(49408, 1280, 5120, 1280, 32, 20, 77, ClipActivation::Gelu, 1e-5, 2)
+        Self::new(
+            49408,
+            1280,
+            5120,
+            1280,
+            32,
+            20,
+            77,
+            ClipActivation::Gelu,
+            1e-5,
+            2,
+        )
     }
 }
 
@@ -224,7 +252,7 @@ impl ClipVisionConfig {
                 ("image_size", c.image_size),
             ],
         )?;
-        if c.hidden_size % c.num_attention_heads != 0 || c.image_size % c.patch_size != 0 {
+        if !c.hidden_size.is_multiple_of(c.num_attention_heads) || !c.image_size.is_multiple_of(c.patch_size) {
             return Err(ModelError::config(
                 path,
                 format!(
@@ -243,12 +271,34 @@ impl ClipVisionConfig {
 
     /// openai/clip-vit-large-patch14 vision tower (CLIP_L image embeddings, 768-d).
     pub fn vit_l_14() -> Self {
-        Self::new(1024, 4096, 768, 24, 16, 3, 224, 14, ClipActivation::QuickGelu, 1e-5)
+        Self::new(
+            1024,
+            4096,
+            768,
+            24,
+            16,
+            3,
+            224,
+            14,
+            ClipActivation::QuickGelu,
+            1e-5,
+        )
     }
 
     /// laion/CLIP-ViT-bigG-14-laion2B-39B-b160k vision tower (CLIP_G image embeddings,
     /// 1280-d).
     pub fn vit_bigg_14() -> Self {
-        Self::new(1664, 8192, 1280, 48, 16, 3, 224, 14, ClipActivation::Gelu, 1e-5)
+        Self::new(
+            1664,
+            8192,
+            1280,
+            48,
+            16,
+            3,
+            224,
+            14,
+            ClipActivation::Gelu,
+            1e-5,
+        )
     }
 }

@@ -54,9 +54,13 @@ impl ClipTextConfig {
     pub fn init<B: Backend>(&self, with_projection: bool, device: &B::Device) -> ClipTextModel<B> {
         ClipTextModel {
             embeddings: ClipTextEmbeddings {
-                token_embedding: EmbeddingConfig::new(self.vocab_size, self.hidden_size).init(device),
-                position_embedding: EmbeddingConfig::new(self.max_position_embeddings, self.hidden_size)
+                token_embedding: EmbeddingConfig::new(self.vocab_size, self.hidden_size)
                     .init(device),
+                position_embedding: EmbeddingConfig::new(
+                    self.max_position_embeddings,
+                    self.hidden_size,
+                )
+                .init(device),
             },
             encoder: ClipEncoderConfig::new(
                 self.hidden_size,
@@ -137,7 +141,10 @@ impl<B: Backend> ClipTextModel<B> {
         let x = self.embeddings.token_embedding.forward(tokens)
             + self.embeddings.position_embedding.forward(positions);
         let hidden_states = self.encoder.forward_all(x, true);
-        let last = hidden_states.last().expect("at least the embeddings").clone();
+        let last = hidden_states
+            .last()
+            .expect("at least the embeddings")
+            .clone();
         let last_hidden_state = self.final_layer_norm.forward(last);
         let hidden = last_hidden_state.dims()[2];
         let rows: Vec<Tensor<B, 2>> = self

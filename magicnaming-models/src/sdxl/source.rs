@@ -60,7 +60,10 @@ impl SdxlSource {
                 config,
             })
         } else if model.is_file() {
-            let ext = model.extension().and_then(|e| e.to_str()).unwrap_or_default();
+            let ext = model
+                .extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or_default();
             if ext != "safetensors" {
                 return Err(ModelError::weights(
                     model,
@@ -108,7 +111,10 @@ impl SdxlSource {
     pub fn force_zeros_for_empty_prompt(&self) -> Result<bool> {
         Ok(self
             .model_index()?
-            .and_then(|v| v.get("force_zeros_for_empty_prompt").and_then(Value::as_bool))
+            .and_then(|v| {
+                v.get("force_zeros_for_empty_prompt")
+                    .and_then(Value::as_bool)
+            })
             .unwrap_or(true))
     }
 

@@ -44,7 +44,11 @@ pub struct SdxlTextEncoders<B: Backend> {
     pub force_zeros_for_empty_prompt: bool,
 }
 
-fn text_config(source: &SdxlSource, component: &str, builtin: fn() -> ClipTextConfig) -> Result<ClipTextConfig> {
+fn text_config(
+    source: &SdxlSource,
+    component: &str,
+    builtin: fn() -> ClipTextConfig,
+) -> Result<ClipTextConfig> {
     match source.component_file(component, "config.json") {
         Some(p) => ClipTextConfig::from_file(&p),
         None => match source {
@@ -77,19 +81,44 @@ impl<B: Backend> SdxlTextEncoders<B> {
     /// Loads both tokenizers and text encoders from a diffusers folder or a single file.
     pub fn load(source: &SdxlSource, device: &B::Device) -> Result<Self> {
         let config_1 = text_config(source, "text_encoder", ClipTextConfig::sdxl_text_encoder)?;
-        let config_2 = text_config(source, "text_encoder_2", ClipTextConfig::sdxl_text_encoder_2)?;
+        let config_2 = text_config(
+            source,
+            "text_encoder_2",
+            ClipTextConfig::sdxl_text_encoder_2,
+        )?;
         let mut text_encoder = config_1.init::<B>(false, device);
         let mut text_encoder_2 = config_2.init::<B>(true, device);
         match source {
             SdxlSource::Diffusers { root, .. } => {
-                let f1 = SafetensorsFile::open(SdxlSource::diffusers_weights(root, "text_encoder", TEXT_ENCODER_FILES)?)?;
-                load_module(&mut text_encoder, &f1, clip_text::hf_text(&f1, ""), "text_encoder")?;
-                let f2 = SafetensorsFile::open(SdxlSource::diffusers_weights(root, "text_encoder_2", TEXT_ENCODER_FILES)?)?;
-                load_module(&mut text_encoder_2, &f2, clip_text::hf_text(&f2, ""), "text_encoder_2")?;
+                let f1 = SafetensorsFile::open(SdxlSource::diffusers_weights(
+                    root,
+                    "text_encoder",
+                    TEXT_ENCODER_FILES,
+                )?)?;
+                load_module(
+                    &mut text_encoder,
+                    &f1,
+                    clip_text::hf_text(&f1, ""),
+                    "text_encoder",
+                )?;
+                let f2 = SafetensorsFile::open(SdxlSource::diffusers_weights(
+                    root,
+                    "text_encoder_2",
+                    TEXT_ENCODER_FILES,
+                )?)?;
+                load_module(
+                    &mut text_encoder_2,
+                    &f2,
+                    clip_text::hf_text(&f2, ""),
+                    "text_encoder_2",
+                )?;
             }
             SdxlSource::SingleFile { file, .. } => {
                 let f = SafetensorsFile::open(file)?;
-                for (prefix, what) in [(SINGLE_FILE_TE1_PREFIX, "text encoder 1"), (SINGLE_FILE_TE2_PREFIX, "text encoder 2")] {
+                for (prefix, what) in [
+                    (SINGLE_FILE_TE1_PREFIX, "text encoder 1"),
+                    (SINGLE_FILE_TE2_PREFIX, "text encoder 2"),
+                ] {
                     if f.keys().all(|k| !k.starts_with(prefix)) {
                         return Err(ModelError::weights(
                             file,
@@ -97,8 +126,18 @@ impl<B: Backend> SdxlTextEncoders<B> {
                         ));
                     }
                 }
-                load_module(&mut text_encoder, &f, clip_text::hf_text(&f, SINGLE_FILE_TE1_PREFIX), "text encoder 1")?;
-                load_module(&mut text_encoder_2, &f, clip_text::open_clip_text(&f, SINGLE_FILE_TE2_PREFIX), "text encoder 2")?;
+                load_module(
+                    &mut text_encoder,
+                    &f,
+                    clip_text::hf_text(&f, SINGLE_FILE_TE1_PREFIX),
+                    "text encoder 1",
+                )?;
+                load_module(
+                    &mut text_encoder_2,
+                    &f,
+                    clip_text::open_clip_text(&f, SINGLE_FILE_TE2_PREFIX),
+                    "text encoder 2",
+                )?;
                 drop(Rc::clone(&f));
             }
         }
@@ -135,7 +174,10 @@ impl<B: Backend> SdxlTextEncoders<B> {
         let out_2 = self.text_encoder_2.forward(&ids_2)?;
         let penultimate = |states: &[Tensor<B, 3>]| states[states.len() - 2].clone();
         let prompt_embeds = Tensor::cat(
-            vec![penultimate(&out_1.hidden_states), penultimate(&out_2.hidden_states)],
+            vec![
+                penultimate(&out_1.hidden_states),
+                penultimate(&out_2.hidden_states),
+            ],
             2,
         );
         let pooled_prompt_embeds = out_2.text_embeds.unwrap_or(out_2.pooled_output);
@@ -149,7 +191,11 @@ impl<B: Backend> SdxlTextEncoders<B> {
     /// them: zeros when no negative prompt is given and the model says
     /// `force_zeros_for_empty_prompt`, otherwise the encoded negative prompt (`""` when
     /// none is given).
-    pub fn encode_negative_prompt(&self, negative: Option<&[&str]>, batch: usize) -> Result<PromptEmbeds<B>> {
+    pub fn encode_negative_prompt(
+        &self,
+        negative: Option<&[&str]>,
+        batch: usize,
+    ) -> Result<PromptEmbeds<B>> {
         match negative {
             None if self.force_zeros_for_empty_prompt => {
                 let device = self.text_encoder.final_layer_norm.gamma.device();
@@ -193,7 +239,9 @@ impl<B: Backend> SdxlTextEncoders<B> {
         }
         let embeds = self.encode_prompt(&[name])?.prompt_embeds;
         let d = embeds.dims()[2];
-        let tokens = embeds.slice([0..1, 1..1 + num_tokens, 0..d]).reshape([num_tokens, d]);
+        let tokens = embeds
+            .slice([0..1, 1..1 + num_tokens, 0..d])
+            .reshape([num_tokens, d]);
         Ok(NameEmbedding::new(tokens, name)?)
     }
 

@@ -29,7 +29,10 @@ pub fn hf_text(file: &SafetensorsFile, prefix: &str) -> Vec<Mapped> {
                     None if k == "text_projection.weight" => k,
                     None => return None, // vision tower, logit_scale: not the text tower's
                 }
-            } else if k.starts_with("vision_model.") || k.starts_with("visual_projection") || k == "logit_scale" {
+            } else if k.starts_with("vision_model.")
+                || k.starts_with("visual_projection")
+                || k == "logit_scale"
+            {
                 return None;
             } else {
                 k
@@ -51,9 +54,17 @@ pub fn open_clip_text(file: &SafetensorsFile, prefix: &str) -> Vec<Mapped> {
             continue;
         }
         match k {
-            "token_embedding.weight" => out.push(Mapped::new("embeddings.token_embedding.weight", full)),
-            "positional_embedding" => out.push(Mapped::new("embeddings.position_embedding.weight", full)),
-            "text_projection" => out.push(Mapped::with("text_projection.weight", full, Transform::Transpose)),
+            "token_embedding.weight" => {
+                out.push(Mapped::new("embeddings.token_embedding.weight", full))
+            }
+            "positional_embedding" => {
+                out.push(Mapped::new("embeddings.position_embedding.weight", full))
+            }
+            "text_projection" => out.push(Mapped::with(
+                "text_projection.weight",
+                full,
+                Transform::Transpose,
+            )),
             _ => {
                 if let Some(rest) = k.strip_prefix("ln_final.") {
                     out.push(Mapped::new(format!("final_layer_norm.{rest}"), full));
@@ -67,8 +78,13 @@ pub fn open_clip_text(file: &SafetensorsFile, prefix: &str) -> Vec<Mapped> {
                         ("mlp.c_fc.", "mlp.fc1."),
                         ("mlp.c_proj.", "mlp.fc2."),
                     ];
-                    if let Some((from, to)) = simple.iter().find(|(from, _)| param.starts_with(from)) {
-                        out.push(Mapped::new(format!("{base}.{to}{}", &param[from.len()..]), full));
+                    if let Some((from, to)) =
+                        simple.iter().find(|(from, _)| param.starts_with(from))
+                    {
+                        out.push(Mapped::new(
+                            format!("{base}.{to}{}", &param[from.len()..]),
+                            full,
+                        ));
                     } else if let Some(kind) = param
                         .strip_prefix("attn.in_proj_")
                         .filter(|kind| *kind == "weight" || *kind == "bias")

@@ -40,7 +40,12 @@ pub struct SafetensorsFile {
 
 impl std::fmt::Debug for SafetensorsFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SafetensorsFile({}, {} tensors)", self.path.display(), self.entries.len())
+        write!(
+            f,
+            "SafetensorsFile({}, {} tensors)",
+            self.path.display(),
+            self.entries.len()
+        )
     }
 }
 
@@ -61,8 +66,9 @@ impl SafetensorsFile {
         // SAFETY: the file is opened read-only; like every mmap-based loader (candle,
         // safetensors' own), we rely on it not being truncated while mapped.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(&path, e))?;
-        let (header_len, meta) = SafeTensors::read_metadata(&map)
-            .map_err(|e| ModelError::weights(&path, format!("not a valid safetensors file: {e}")))?;
+        let (header_len, meta) = SafeTensors::read_metadata(&map).map_err(|e| {
+            ModelError::weights(&path, format!("not a valid safetensors file: {e}"))
+        })?;
         let base = 8 + header_len;
         let entries = meta
             .tensors()
@@ -173,7 +179,11 @@ impl Mapped {
     }
 
     /// A tensor that needs `transform`.
-    pub fn with(target: impl Into<String>, source: impl Into<String>, transform: Transform) -> Self {
+    pub fn with(
+        target: impl Into<String>,
+        source: impl Into<String>,
+        transform: Transform,
+    ) -> Self {
         Self {
             target: target.into(),
             source: source.into(),
@@ -182,13 +192,19 @@ impl Mapped {
     }
 }
 
-fn apply_transform(values: Vec<f32>, shape: Vec<usize>, t: &Transform) -> std::result::Result<(Vec<f32>, Vec<usize>), String> {
+fn apply_transform(
+    values: Vec<f32>,
+    shape: Vec<usize>,
+    t: &Transform,
+) -> std::result::Result<(Vec<f32>, Vec<usize>), String> {
     match t {
         Transform::Identity => Ok((values, shape)),
         Transform::Chunk { index, count } => {
             let rows = shape.first().copied().unwrap_or(0);
             if rows % count != 0 {
-                return Err(format!("dim 0 of shape {shape:?} does not split into {count} chunks"));
+                return Err(format!(
+                    "dim 0 of shape {shape:?} does not split into {count} chunks"
+                ));
             }
             let per = rows / count;
             let inner: usize = shape[1..].iter().product();
@@ -252,14 +268,16 @@ pub fn load_module<B: Backend, M: ModuleSnapshot<B>>(
             Transform::Reshape(t) => t.clone(),
         };
         let (f, source, transform) = (Rc::clone(file), m.source.clone(), m.transform.clone());
-        let data_fn = Rc::new(move || -> std::result::Result<TensorData, TensorSnapshotError> {
-            let (values, shape) = f
-                .read_f32(&source)
-                .map_err(|e| TensorSnapshotError::DataError(e.to_string()))?;
-            let (values, shape) = apply_transform(values, shape, &transform)
-                .map_err(|e| TensorSnapshotError::DataError(format!("`{source}`: {e}")))?;
-            Ok(TensorData::new(values, shape))
-        });
+        let data_fn = Rc::new(
+            move || -> std::result::Result<TensorData, TensorSnapshotError> {
+                let (values, shape) = f
+                    .read_f32(&source)
+                    .map_err(|e| TensorSnapshotError::DataError(e.to_string()))?;
+                let (values, shape) = apply_transform(values, shape, &transform)
+                    .map_err(|e| TensorSnapshotError::DataError(format!("`{source}`: {e}")))?;
+                Ok(TensorData::new(values, shape))
+            },
+        );
         let path: Vec<String> = m.target.split('.').map(str::to_string).collect();
         snapshots.push(TensorSnapshot::from_closure(
             data_fn,
@@ -275,11 +293,13 @@ pub fn load_module<B: Backend, M: ModuleSnapshot<B>>(
     let applied: HashSet<&str> = result.applied.iter().map(String::as_str).collect();
     let used = |target: &str| {
         applied.contains(target)
-            || [(".weight", ".gamma"), (".bias", ".beta")].iter().any(|(from, to)| {
-                target
-                    .strip_suffix(from)
-                    .is_some_and(|stem| applied.contains(format!("{stem}{to}").as_str()))
-            })
+            || [(".weight", ".gamma"), (".bias", ".beta")]
+                .iter()
+                .any(|(from, to)| {
+                    target
+                        .strip_suffix(from)
+                        .is_some_and(|stem| applied.contains(format!("{stem}{to}").as_str()))
+                })
     };
     let mut problems = Vec::new();
     for e in &result.errors {
@@ -308,22 +328,38 @@ pub fn load_module<B: Backend, M: ModuleSnapshot<B>>(
     }
     let unused: Vec<String> = source_of
         .iter()
-        .filter(|(t, _)| !used(t) && !result.errors.iter().any(|e| e.to_string().contains(t.as_str())))
+        .filter(|(t, _)| {
+            !used(t)
+                && !result
+                    .errors
+                    .iter()
+                    .any(|e| e.to_string().contains(t.as_str()))
+        })
         .map(|(t, s)| format!("`{s}` (as {t})"))
         .collect();
     if !unused.is_empty() {
         problems.push(format!("unused tensors: {}", unused.join(", ")));
     }
     if problems.is_empty() {
-        log::debug!("{what}: loaded {} tensors from {}", result.applied.len(), file.path().display());
+        log::debug!(
+            "{what}: loaded {} tensors from {}",
+            result.applied.len(),
+            file.path().display()
+        );
         Ok(())
     } else {
-        Err(ModelError::weights(file.path(), format!("{what}: {}", problems.join("; "))))
+        Err(ModelError::weights(
+            file.path(),
+            format!("{what}: {}", problems.join("; ")),
+        ))
     }
 }
 
 /// Keys of `file` under `prefix`, with the prefix stripped.
-pub fn keys_under<'a>(file: &'a SafetensorsFile, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+pub fn keys_under<'a>(
+    file: &'a SafetensorsFile,
+    prefix: &'a str,
+) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
     file.keys()
         .filter_map(move |k| k.strip_prefix(prefix).map(|rest| (k, rest)))
 }

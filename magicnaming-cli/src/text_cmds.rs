@@ -1,0 +1,135 @@
+//! `encode-prompt` and `name from-text`.
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use burn::tensor::backend::Backend;
+use clap::Args;
+use magicnaming_core::{prepend, NameEmbedding};
+use magicnaming_models::sdxl::{SdxlSource, SdxlTextEncoders};
+
+use crate::device::Job;
+use crate::tensors::save_raw;
+
+/// Arguments of `encode-prompt`.
+#[derive(Args, Debug)]
+pub struct EncodePromptArgs {
+    /// SDXL model: diffusers folder or single-file .safetensors checkpoint.
+    #[arg(long)]
+    model: PathBuf,
+    /// Diffusers-style folder of configurations (for non-standard sizes).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The prompt.
+    #[arg(long)]
+    prompt: String,
+    /// A name to prepend (NAME.safetensors).
+    #[arg(long)]
+    name: Option<PathBuf>,
+    /// Output .safetensors: `prompt_embeds` [1, 77, D], `pooled_prompt_embeds` [1, P].
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Arguments of `name from-text`.
+#[derive(Args, Debug)]
+pub struct FromTextArgs {
+    /// SDXL model: diffusers folder or single-file .safetensors checkpoint.
+    #[arg(long)]
+    model: PathBuf,
+    /// Diffusers-style folder of configurations (for non-standard sizes).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The name to text-code, e.g. "Barack Obama".
+    #[arg(long)]
+    text: String,
+    /// Token vectors to keep after the start token.
+    #[arg(long, default_value_t = magicnaming_core::DEFAULT_NAME_TOKENS)]
+    tokens: usize,
+    /// Output NAME.safetensors: `name` [tokens, D].
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub(crate) fn load_text<B: Backend>(
+    model: &PathBuf,
+    config: Option<&PathBuf>,
+    device: &B::Device,
+) -> Result<SdxlTextEncoders<B>> {
+    let source = SdxlSource::from_path(model, config.map(PathBuf::as_path))?;
+    SdxlTextEncoders::load(&source, device)
+        .with_context(|| format!("loading the text encoders of {}", model.display()))
+}
+
+fn host<B: Backend, const D: usize>(t: burn::tensor::Tensor<B, D>) -> (Vec<usize>, Vec<u8>) {
+    let shape = t.dims().to_vec();
+    let bytes = t
+        .into_data()
+        .iter::<f32>()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    (shape, bytes)
+}
+
+impl Job for EncodePromptArgs {
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        // The name is read first so that a bad name file fails before any model work.
+        let name = match &self.name {
+            Some(p) => Some(NameEmbedding::<B>::load(p, &device)?),
+            None => None,
+        };
+        let enc = load_text::<B>(&self.model, self.config.as_ref(), &device)?;
+        if let Some(n) = &name {
+            anyhow::ensure!(
+                n.dim() == enc.token_dim(),
+                "{}: name dimension {} does not match the model's prompt dimension {}",
+                self.name.as_ref().expect("name given").display(),
+                n.dim(),
+                enc.token_dim()
+            );
+        }
+        let embeds = enc.encode_prompt(&[&self.prompt])?;
+        let prompt_embeds = match &name {
+            Some(n) => prepend(embeds.prompt_embeds, n)?,
+            None => embeds.prompt_embeds,
+        };
+        let (s1, b1) = host(prompt_embeds);
+        let (s2, b2) = host(embeds.pooled_prompt_embeds);
+        let mut meta = vec![
+            ("prompt", self.prompt.clone()),
+            ("model", self.model.display().to_string()),
+        ];
+        if let Some(p) = &self.name {
+            meta.push(("name", p.display().to_string()));
+        }
+        save_raw(
+            &self.out,
+            vec![
+                ("prompt_embeds".into(), s1, b1),
+                ("pooled_prompt_embeds".into(), s2, b2),
+            ],
+            &meta,
+        )?;
+        log::info!("wrote {}", self.out.display());
+        Ok(())
+    }
+}
+
+impl Job for FromTextArgs {
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        anyhow::ensure!(
+            !self.text.trim().is_empty(),
+            "--text: the name text is empty"
+        );
+        let enc = load_text::<B>(&self.model, self.config.as_ref(), &device)?;
+        let name = enc.text_code_name(&self.text, self.tokens)?;
+        name.save(&self.out)?;
+        log::info!(
+            "wrote {} ({} x {}) for {:?}",
+            self.out.display(),
+            name.num_tokens(),
+            name.dim(),
+            self.text
+        );
+        Ok(())
+    }
+}
