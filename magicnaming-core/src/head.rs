@@ -90,6 +90,13 @@ impl NameHeadConfig {
     }
 }
 
+/// Exact (erf) GELU written out, `0.5 x (1 + erf(x / sqrt 2))`, so that its gradient is
+/// exact too: burn 0.21's fused `gelu` differentiates the tanh approximation, which moved
+/// AdamW updates by ~1e-4 against PyTorch's exact GELU.
+fn exact_gelu<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    (x.clone().div_scalar(core::f64::consts::SQRT_2).erf() + 1.0) * x * 0.5
+}
+
 impl<B: Backend> NameHead<B> {
     /// Predicts names from image embeddings.
     ///
@@ -103,7 +110,7 @@ impl<B: Backend> NameHead<B> {
             x = layer.forward(x);
             if i < last {
                 x = match self.activation {
-                    HeadActivation::Gelu => activation::gelu(x),
+                    HeadActivation::Gelu => exact_gelu(x),
                     HeadActivation::Relu => activation::relu(x),
                     HeadActivation::Silu => activation::silu(x),
                 };

@@ -9,6 +9,7 @@
 pub mod clip;
 pub mod error;
 pub mod sdxl;
+pub mod train;
 pub mod weights;
 
 pub use error::{ModelError, Result};

@@ -252,7 +252,9 @@ impl ClipVisionConfig {
                 ("image_size", c.image_size),
             ],
         )?;
-        if !c.hidden_size.is_multiple_of(c.num_attention_heads) || !c.image_size.is_multiple_of(c.patch_size) {
+        if !c.hidden_size.is_multiple_of(c.num_attention_heads)
+            || !c.image_size.is_multiple_of(c.patch_size)
+        {
             return Err(ModelError::config(
                 path,
                 format!(
