@@ -3,11 +3,13 @@
 //! The networks MagicNaming needs, in burn and generic over `B: Backend`: SDXL's two CLIP
 //! text encoders with their tokenizers and prompt encoding (plus the text-coding of
 //! names), the CLIP image towers, and the loaders that read real weight formats
-//! (diffusers folders, single-file SDXL checkpoints, transformers and open_clip towers).
+//! (diffusers folders, single-file SDXL checkpoints, transformers and open_clip towers), and
+//! the SDXL noise schedulers (Euler, Euler ancestral, DDIM, DPM++ 2M Karras).
 #![warn(missing_docs)]
 
 pub mod clip;
 pub mod error;
+pub mod schedulers;
 pub mod sdxl;
 pub mod train;
 pub mod weights;
