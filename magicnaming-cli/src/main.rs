@@ -6,6 +6,7 @@ mod device;
 mod name_cmds;
 mod tensors;
 mod text_cmds;
+mod train_cmds;
 
 use std::path::PathBuf;
 
@@ -35,6 +36,10 @@ enum Command {
     /// Make, mix and inspect name embeddings.
     #[command(subcommand)]
     Name(NameCommand),
+    /// Train the name encoder's head on a dataset folder.
+    Train(train_cmds::TrainArgs),
+    /// Validation metrics of an encoder on a dataset, as JSON.
+    Eval(train_cmds::EvalArgs),
     /// Show which backends this binary was built with.
     Backends,
 }
@@ -73,6 +78,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Name(NameCommand::Info { file }) => {
             dispatch(&device, name_cmds::InfoArgs { file })
         }
+        Command::Train(args) => dispatch(&device, args),
+        Command::Eval(args) => dispatch(&device, args),
         Command::Backends => {
             println!("{}", device::compiled_backends().join(" "));
             Ok(())

@@ -9,36 +9,35 @@ use burn::optim::AdamWConfig;
 use magicnaming_core::{HeadActivation, NameHeadConfig};
 use magicnaming_models::train::dataset::{write_safetensors, DatasetIndex};
 use magicnaming_models::train::export::{load_head, save_head};
+use magicnaming_models::train::synthetic::synthetic_dataset;
 use magicnaming_models::train::trainer::train_step;
-use magicnaming_models::train::{
-    evaluate, train, Dataset, DatasetWriter, Identity, Split, SplitMix64, TrainConfig,
-};
+use magicnaming_models::train::{evaluate, train, Dataset, Identity, Split, TrainConfig};
 
 type B = NdArray<f32>;
 type A = Autodiff<B>;
 
-fn read_all(path: &Path) -> (HashMap<String, (Vec<f32>, Vec<usize>)>, serde_json::Value) {
+type Tensors = HashMap<String, (Vec<f32>, Vec<usize>)>;
+
+fn tensors(path: &Path) -> Tensors {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let t = st
-        .tensors()
+    st.tensors()
         .into_iter()
         .map(|(k, v)| {
-            (
-                k,
-                (
-                    v.data()
-                        .chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect(),
-                    v.shape().to_vec(),
-                ),
-            )
+            let vals = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            (k, (vals, v.shape().to_vec()))
         })
-        .collect();
+        .collect()
+}
+
+fn config(path: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(path).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let config = serde_json::from_str(&meta.metadata().as_ref().unwrap()["config"]).unwrap();
-    (t, config)
+    serde_json::from_str(&meta.metadata().as_ref().unwrap()["config"]).unwrap()
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -87,7 +86,7 @@ fn dataset(
 fn two_adamw_steps_with_clipping_match_pytorch() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/fixtures/train/adamw_steps.safetensors");
-    let (t, c) = read_all(&fixture);
+    let (t, c) = (tensors(&fixture), config(&fixture));
     let u = |k: &str| c[k].as_u64().unwrap() as usize;
     let (e, h1, h2, k, d, b) = (u("E"), u("H1"), u("H2"), u("K"), u("D"), u("B"));
     let config = NameHeadConfig::new(e)
@@ -98,14 +97,14 @@ fn two_adamw_steps_with_clipping_match_pytorch() {
     // Initial weights as PyTorch wrote them, through the encoder's head file format.
     let dir = tempfile::tempdir().unwrap();
     let init = dir.path().join("init.safetensors");
-    let tensors = t
+    let init_tensors = t
         .iter()
         .filter_map(|(key, (v, s))| {
             key.strip_prefix("init.")
                 .map(|name| (name, safetensors::Dtype::F32, s.clone(), f32_bytes(v)))
         })
         .collect();
-    write_safetensors(&init, tensors, None).unwrap();
+    write_safetensors(&init, init_tensors, None).unwrap();
     let device = Default::default();
     let mut head = load_head::<A>(&config, &init, &device).unwrap();
     let ds = dataset(
@@ -140,7 +139,7 @@ fn two_adamw_steps_with_clipping_match_pytorch() {
         );
         let saved = dir.path().join(format!("s{step}.safetensors"));
         save_head(&head.valid(), &saved).unwrap();
-        let (ours, _) = read_all_plain(&saved);
+        let ours = tensors(&saved);
         for (key, (want, shape)) in t
             .iter()
             .filter_map(|(k, v)| k.strip_prefix(&format!("step{step}.")).map(|n| (n, v)))
@@ -158,74 +157,8 @@ fn two_adamw_steps_with_clipping_match_pytorch() {
     }
 }
 
-fn read_all_plain(path: &Path) -> (HashMap<String, (Vec<f32>, Vec<usize>)>, ()) {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let t = st
-        .tensors()
-        .into_iter()
-        .map(|(k, v)| {
-            (
-                k,
-                (
-                    v.data()
-                        .chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect(),
-                    v.shape().to_vec(),
-                ),
-            )
-        })
-        .collect();
-    (t, ())
-}
-
-/// A learnable synthetic set: identity i has a latent z_i; its name is z_i A and each of
-/// its images embeds as (z_i + noise) C, so the name is a linear function of the image.
-pub fn synthetic(dir: &Path, identities: usize, images: usize, val: usize) -> Dataset {
-    let (r, k, d, e) = (6, 2, 8, 24);
-    let mut rng = SplitMix64(7);
-    let mut normal = || {
-        // Box-Muller from two uniforms.
-        let u1 = ((rng.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-        let u2 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-    };
-    let a: Vec<f32> = (0..r * k * d)
-        .map(|_| normal() / (r as f32).sqrt())
-        .collect();
-    let cm: Vec<f32> = (0..r * e).map(|_| normal() / (r as f32).sqrt()).collect();
-    let z: Vec<Vec<f32>> = (0..identities)
-        .map(|_| (0..r).map(|_| normal()).collect())
-        .collect();
-    let matvec = |v: &[f32], m: &[f32], cols: usize| {
-        (0..cols)
-            .map(|j| (0..v.len()).map(|i| v[i] * m[i * cols + j]).sum())
-            .collect::<Vec<f32>>()
-    };
-    let mut w = DatasetWriter::new(dir, k, d, vec![e / 2, e / 2], 16).unwrap();
-    w.index.identities = (0..identities)
-        .map(|i| Identity {
-            name: format!("person {i}"),
-            split: if i < identities - val {
-                Split::Train
-            } else {
-                Split::Val
-            },
-            images,
-        })
-        .collect();
-    let names: Vec<f32> = z.iter().flat_map(|zi| matvec(zi, &a, k * d)).collect();
-    w.write_names(&names).unwrap();
-    for (i, zi) in z.iter().enumerate() {
-        for j in 0..images {
-            let noisy: Vec<f32> = zi.iter().map(|v| v + 0.05 * normal()).collect();
-            w.push(&matvec(&noisy, &cm, e), i, &format!("img_{i}_{j}.jpg"))
-                .unwrap();
-        }
-    }
-    w.finish().unwrap();
-    Dataset::load(dir).unwrap()
+fn synthetic(dir: &Path, identities: usize, images: usize, val: usize) -> Dataset {
+    synthetic_dataset(dir, identities, images, val, 7).unwrap()
 }
 
 fn run_defaults(

@@ -5,6 +5,7 @@ pub mod dataset;
 pub mod export;
 pub mod metrics;
 pub mod schedule;
+pub mod synthetic;
 pub mod trainer;
 
 pub use dataset::{Dataset, DatasetWriter, Identity, Split};
