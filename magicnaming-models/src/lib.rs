@@ -2,13 +2,15 @@
 //!
 //! The networks MagicNaming needs, in burn and generic over `B: Backend`: SDXL's two CLIP
 //! text encoders with their tokenizers and prompt encoding (plus the text-coding of
-//! names), the CLIP image towers, and the loaders that read real weight formats
+//! names), the SDXL UNet and VAE, the CLIP image towers, and the loaders that read real weight formats
 //! (diffusers folders, single-file SDXL checkpoints, transformers and open_clip towers).
 #![warn(missing_docs)]
 
 pub mod clip;
 pub mod error;
 pub mod sdxl;
+pub mod unet;
+pub mod vae;
 pub mod weights;
 
 pub use error::{ModelError, Result};
