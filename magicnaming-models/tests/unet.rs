@@ -33,38 +33,64 @@ fn check_outputs(unet: &UNet2DConditionModel<B>, reference: &str, what: &str) {
                 r.tensor("time_ids"),
             )
             .unwrap();
-        assert_close(&format!("{what} output {i}"), out, r.get(&format!("out.{i}")));
+        assert_close(
+            &format!("{what} output {i}"),
+            out,
+            r.get(&format!("out.{i}")),
+        );
     }
 }
 
 #[test]
 fn embeddings_match_diffusers_timesteps() {
-    let unet = UNet2DConditionModel::<B>::load_diffusers(fixtures().join("tiny-unet"), &Default::default()).unwrap();
+    let unet = UNet2DConditionModel::<B>::load_diffusers(
+        fixtures().join("tiny-unet"),
+        &Default::default(),
+    )
+    .unwrap();
     let r = Reference::load("reference_unet_a.safetensors");
     let batch = r.get("sample").1[0];
     let t0: Tensor<B, 1> = Tensor::full([batch], r.get("timestep.0").0[0], &Default::default());
     // sin/cos of float32 arguments up to 999: PyTorch's and Rust's libm agree to a few ulps.
     assert_close("t_emb 0", unet.time_proj.forward(t0), r.get("t_emb.0"));
-    assert_close("t_emb 1", unet.time_proj.forward(r.tensor("timestep.1")), r.get("t_emb.1"));
+    assert_close(
+        "t_emb 1",
+        unet.time_proj.forward(r.tensor("timestep.1")),
+        r.get("t_emb.1"),
+    );
     let ids: Tensor<B, 2> = r.tensor("time_ids");
     let [b, n] = ids.dims();
-    let emb = unet.add_time_proj.forward(ids.reshape([b * n])).reshape([b, n * 8]);
+    let emb = unet
+        .add_time_proj
+        .forward(ids.reshape([b * n]))
+        .reshape([b, n * 8]);
     assert_close("add_time_proj(time_ids)", emb, r.get("add_time_emb"));
 }
 
 #[test]
 fn diffusers_folder_a_matches_diffusers() {
-    let unet = UNet2DConditionModel::<B>::load_diffusers(fixtures().join("tiny-unet"), &Default::default()).unwrap();
+    let unet = UNet2DConditionModel::<B>::load_diffusers(
+        fixtures().join("tiny-unet"),
+        &Default::default(),
+    )
+    .unwrap();
     let c = unet.config();
     assert_eq!(c.num_attention_heads, vec![2, 4]);
     assert_eq!(c.transformer_layers_per_block, vec![1, 2]);
-    assert_eq!(unet.down_blocks[1].attentions[1].transformer_blocks.len(), 2);
+    assert_eq!(
+        unet.down_blocks[1].attentions[1].transformer_blocks.len(),
+        2
+    );
     check_outputs(&unet, "reference_unet_a.safetensors", "A (diffusers fp32)");
 }
 
 #[test]
 fn fp16_diffusers_folder_b_matches_diffusers() {
-    let unet = UNet2DConditionModel::<B>::load_diffusers(fixtures().join("tiny-unet-b"), &Default::default()).unwrap();
+    let unet = UNet2DConditionModel::<B>::load_diffusers(
+        fixtures().join("tiny-unet-b"),
+        &Default::default(),
+    )
+    .unwrap();
     let c = unet.config();
     assert!(!c.use_linear_projection && !c.flip_sin_to_cos && c.upcast_attention);
     assert_eq!((c.levels(), c.freq_shift), (3, 1.0));
@@ -95,14 +121,33 @@ fn loads_through_sdxl_source() {
     // A single file with a configuration folder holding unet/config.json.
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("unet")).unwrap();
-    std::fs::copy(fixtures().join("tiny-unet/config.json"), dir.path().join("unet/config.json")).unwrap();
-    let source = SdxlSource::from_path(fixtures().join("tiny-sdxl-single.safetensors"), Some(dir.path())).unwrap();
+    std::fs::copy(
+        fixtures().join("tiny-unet/config.json"),
+        dir.path().join("unet/config.json"),
+    )
+    .unwrap();
+    let source = SdxlSource::from_path(
+        fixtures().join("tiny-sdxl-single.safetensors"),
+        Some(dir.path()),
+    )
+    .unwrap();
     let unet = UNet2DConditionModel::<B>::load(&source, &Default::default()).unwrap();
-    check_outputs(&unet, "reference_unet_a.safetensors", "A (SdxlSource single file)");
+    check_outputs(
+        &unet,
+        "reference_unet_a.safetensors",
+        "A (SdxlSource single file)",
+    );
     // Without a configuration the SDXL base configuration is used: the tiny file does not fit.
-    let source = SdxlSource::from_path(fixtures().join("tiny-sdxl-single.safetensors"), None).unwrap();
-    let err = UNet2DConditionModel::<B>::load(&source, &Default::default()).unwrap_err().to_string();
-    assert!(err.contains("conv_in.weight") && err.contains("model.diffusion_model.input_blocks.0.0.weight"), "{err}");
+    let source =
+        SdxlSource::from_path(fixtures().join("tiny-sdxl-single.safetensors"), None).unwrap();
+    let err = UNet2DConditionModel::<B>::load(&source, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("conv_in.weight")
+            && err.contains("model.diffusion_model.input_blocks.0.0.weight"),
+        "{err}"
+    );
 }
 
 /// Copies a weights file with one tensor removed and one unknown tensor added.
@@ -120,7 +165,11 @@ fn missing_and_unused_keys_are_named() {
     // diffusers folder
     let folder = dir.path().join("unet");
     std::fs::create_dir(&folder).unwrap();
-    std::fs::copy(fixtures().join("tiny-unet/config.json"), folder.join("config.json")).unwrap();
+    std::fs::copy(
+        fixtures().join("tiny-unet/config.json"),
+        folder.join("config.json"),
+    )
+    .unwrap();
     let missing = "up_blocks.0.attentions.1.transformer_blocks.0.attn2.to_k.weight";
     corrupt(
         &fixtures().join("tiny-unet/diffusion_pytorch_model.safetensors"),
@@ -128,9 +177,14 @@ fn missing_and_unused_keys_are_named() {
         missing,
         "up_blocks.0.attentions.1.extra.weight",
     );
-    let err = UNet2DConditionModel::<B>::load_diffusers(&folder, &device).unwrap_err().to_string();
+    let err = UNet2DConditionModel::<B>::load_diffusers(&folder, &device)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(missing), "{err}");
-    assert!(err.contains("`up_blocks.0.attentions.1.extra.weight`"), "{err}");
+    assert!(
+        err.contains("`up_blocks.0.attentions.1.extra.weight`"),
+        "{err}"
+    );
     println!("{err}");
 
     // single file
@@ -141,11 +195,21 @@ fn missing_and_unused_keys_are_named() {
         "model.diffusion_model.output_blocks.2.2.conv.weight",
         "model.diffusion_model.output_blocks.9.0.in_layers.0.weight",
     );
-    let err = UNet2DConditionModel::<B>::load_single_file(&file, Some(&folder.join("config.json")), &device)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("up_blocks.0.upsamplers.0.conv.weight"), "{err}");
-    assert!(err.contains("`model.diffusion_model.output_blocks.9.0.in_layers.0.weight`"), "{err}");
+    let err = UNet2DConditionModel::<B>::load_single_file(
+        &file,
+        Some(&folder.join("config.json")),
+        &device,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("up_blocks.0.upsamplers.0.conv.weight"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`model.diffusion_model.output_blocks.9.0.in_layers.0.weight`"),
+        "{err}"
+    );
 
     // a file without a UNet
     let err = UNet2DConditionModel::<B>::load_single_file(
@@ -160,16 +224,24 @@ fn missing_and_unused_keys_are_named() {
 
 #[test]
 fn unsupported_configurations_are_rejected_by_name() {
-    let base: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("tiny-unet/config.json")).unwrap()).unwrap();
+    let base: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("tiny-unet/config.json")).unwrap(),
+    )
+    .unwrap();
     let cases = [
         ("class_embed_type", serde_json::json!("timestep")),
         ("addition_embed_type", serde_json::json!(null)),
         ("resnet_time_scale_shift", serde_json::json!("scale_shift")),
         ("num_attention_heads", serde_json::json!([2, 4])),
         ("attention_head_dim", serde_json::json!([2, 4, 8])),
-        ("down_block_types", serde_json::json!(["DownBlock2D", "AttnDownBlock2D"])),
-        ("transformer_layers_per_block", serde_json::json!([[1], [2, 2]])),
+        (
+            "down_block_types",
+            serde_json::json!(["DownBlock2D", "AttnDownBlock2D"]),
+        ),
+        (
+            "transformer_layers_per_block",
+            serde_json::json!([[1], [2, 2]]),
+        ),
         ("norm_num_groups", serde_json::json!(5)),
     ];
     for (key, value) in cases {
@@ -180,16 +252,29 @@ fn unsupported_configurations_are_rejected_by_name() {
             .to_string();
         println!("{key}: {err}");
         let named = key.split('_').next().unwrap();
-        assert!(err.contains(key) || err.contains(named) || err.contains("block type"), "{key}: {err}");
+        assert!(
+            err.contains(key) || err.contains(named) || err.contains("block type"),
+            "{key}: {err}"
+        );
     }
 }
 
 #[test]
 fn invalid_inputs_are_errors() {
-    let unet = UNet2DConditionModel::<B>::load_diffusers(fixtures().join("tiny-unet"), &Default::default()).unwrap();
+    let unet = UNet2DConditionModel::<B>::load_diffusers(
+        fixtures().join("tiny-unet"),
+        &Default::default(),
+    )
+    .unwrap();
     let d = Default::default();
     let call = |s: [usize; 4], e: [usize; 3], t: [usize; 2], ids: [usize; 2]| {
-        unet.forward(Tensor::zeros(s, &d), 10.0, Tensor::zeros(e, &d), Tensor::zeros(t, &d), Tensor::zeros(ids, &d))
+        unet.forward(
+            Tensor::zeros(s, &d),
+            10.0,
+            Tensor::zeros(e, &d),
+            Tensor::zeros(t, &d),
+            Tensor::zeros(ids, &d),
+        )
     };
     assert!(call([1, 4, 4, 4], [1, 77, 40], [1, 20], [1, 6]).is_ok());
     assert!(call([1, 3, 4, 4], [1, 77, 40], [1, 20], [1, 6]).is_err()); // channels
@@ -197,7 +282,13 @@ fn invalid_inputs_are_errors() {
     assert!(call([1, 4, 4, 4], [1, 77, 48], [1, 20], [1, 6]).is_err()); // cross-attention width
     assert!(call([1, 4, 4, 4], [1, 77, 40], [1, 20], [1, 5]).is_err()); // time_ids count
     let t: Tensor<B, 1> = Tensor::zeros([3], &d);
-    let r = unet.forward(Tensor::zeros([2, 4, 4, 4], &d), t, Tensor::zeros([2, 77, 40], &d), Tensor::zeros([2, 20], &d), Tensor::zeros([2, 6], &d));
+    let r = unet.forward(
+        Tensor::zeros([2, 4, 4, 4], &d),
+        t,
+        Tensor::zeros([2, 77, 40], &d),
+        Tensor::zeros([2, 20], &d),
+        Tensor::zeros([2, 6], &d),
+    );
     assert!(r.is_err()); // 3 timesteps for a batch of 2
 }
 
@@ -213,14 +304,27 @@ fn sdxl_base_preset_has_diffusers_parameters_and_ldm_mapping() {
     let mut visitor = ParamShapes::default();
     unet.visit(&mut visitor);
     let diffusers = sdxl_keys("unet");
-    assert_eq!(visitor.shapes, diffusers, "module parameters vs diffusers' SDXL state dict");
-    let params: usize = visitor.shapes.values().map(|s| s.iter().product::<usize>()).sum();
+    assert_eq!(
+        visitor.shapes, diffusers,
+        "module parameters vs diffusers' SDXL state dict"
+    );
+    let params: usize = visitor
+        .shapes
+        .values()
+        .map(|s| s.iter().product::<usize>())
+        .sum();
     let text = std::fs::read_to_string(fixtures().join("sdxl_keys.json")).unwrap();
-    let expected_params = serde_json::from_str::<serde_json::Value>(&text).unwrap()["unet_parameters"].as_u64().unwrap();
+    let expected_params = serde_json::from_str::<serde_json::Value>(&text).unwrap()
+        ["unet_parameters"]
+        .as_u64()
+        .unwrap();
     assert_eq!(params as u64, expected_params);
 
     // diffusers remap: identity.
-    let entries: Vec<(String, Vec<usize>)> = diffusers.iter().map(|(k, s)| (k.clone(), s.clone())).collect();
+    let entries: Vec<(String, Vec<usize>)> = diffusers
+        .iter()
+        .map(|(k, s)| (k.clone(), s.clone()))
+        .collect();
     let mapped = weights::unet::diffusers(&entries);
     assert!(mapped.iter().all(|m| m.target == m.source));
 

@@ -70,7 +70,10 @@ impl AttentionConfig {
             to_q: linear(self.query_dim, inner, self.bias),
             to_k: linear(kv_in, inner, self.bias),
             to_v: linear(kv_in, inner, self.bias),
-            to_out: (linear(inner, self.query_dim, true), DropoutConfig::new(0.0).init()),
+            to_out: (
+                linear(inner, self.query_dim, true),
+                DropoutConfig::new(0.0).init(),
+            ),
             heads: self.heads,
             residual_connection: self.residual_connection,
             rescale_output_factor: self.rescale_output_factor,
@@ -130,6 +133,8 @@ impl<B: Backend> Attention<B> {
     pub fn forward_image(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
         let tokens = x.reshape([b, c, h * w]).swap_dims(1, 2);
-        self.forward(tokens, None).swap_dims(1, 2).reshape([b, c, h, w])
+        self.forward(tokens, None)
+            .swap_dims(1, 2)
+            .reshape([b, c, h, w])
     }
 }

@@ -13,7 +13,8 @@ use burn::tensor::Tensor;
 
 use super::attention::{Attention, AttentionConfig};
 use super::resnet::{
-    Downsample2D, Downsample2DConfig, ResnetBlock2D, ResnetBlock2DConfig, Upsample2D, Upsample2DConfig,
+    Downsample2D, Downsample2DConfig, ResnetBlock2D, ResnetBlock2DConfig, Upsample2D,
+    Upsample2DConfig,
 };
 use super::transformer::{Transformer2DModel, Transformer2DModelConfig};
 
@@ -117,7 +118,12 @@ impl<B: Backend> DownBlock2D<B> {
     /// - `x`: `[B, C_in, H, W]`, `temb`: `[B, T]`, `context`: `[B, S, D]`
     /// - output: `[B, C_out, H', W']` (`H' = ceil(H / 2)` with a downsampler) and
     ///   `num_layers (+ 1)` states
-    pub fn forward(&self, x: Tensor<B, 4>, temb: &Tensor<B, 2>, context: &Tensor<B, 3>) -> (Tensor<B, 4>, Vec<Tensor<B, 4>>) {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 4>,
+        temb: &Tensor<B, 2>,
+        context: &Tensor<B, 3>,
+    ) -> (Tensor<B, 4>, Vec<Tensor<B, 4>>) {
         let mut h = x;
         let mut states = Vec::with_capacity(self.resnets.len() + 1);
         for (i, resnet) in self.resnets.iter().enumerate() {
@@ -173,7 +179,10 @@ impl UNetMidBlock2DCrossAttnConfig {
         };
         UNetMidBlock2DCrossAttn {
             resnets: vec![resnet(), resnet()],
-            attentions: vec![self.cross_attention.transformer(c, self.resnet_groups).init(device)],
+            attentions: vec![self
+                .cross_attention
+                .transformer(c, self.resnet_groups)
+                .init(device)],
         }
     }
 }
@@ -182,7 +191,12 @@ impl<B: Backend> UNetMidBlock2DCrossAttn<B> {
     /// # Shapes
     /// - `x`: `[B, C, H, W]`, `temb`: `[B, T]`, `context`: `[B, S, D]`
     /// - output: `[B, C, H, W]`
-    pub fn forward(&self, x: Tensor<B, 4>, temb: &Tensor<B, 2>, context: &Tensor<B, 3>) -> Tensor<B, 4> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 4>,
+        temb: &Tensor<B, 2>,
+        context: &Tensor<B, 3>,
+    ) -> Tensor<B, 4> {
         let mut h = self.resnets[0].forward(x, Some(temb.clone()));
         for (attn, resnet) in self.attentions.iter().zip(&self.resnets[1..]) {
             h = attn.forward(h, context.clone());
@@ -236,8 +250,16 @@ impl UpBlock2DConfig {
         UpBlock2D {
             resnets: (0..self.num_layers)
                 .map(|i| {
-                    let skip = if i == self.num_layers - 1 { self.in_channels } else { out };
-                    let cin = if i == 0 { self.prev_output_channel } else { out };
+                    let skip = if i == self.num_layers - 1 {
+                        self.in_channels
+                    } else {
+                        out
+                    };
+                    let cin = if i == 0 {
+                        self.prev_output_channel
+                    } else {
+                        out
+                    };
                     ResnetBlock2DConfig::new(cin + skip, out, self.resnet_groups, self.resnet_eps)
                         .with_temb_channels(Some(self.temb_channels))
                         .init(device)
@@ -275,7 +297,9 @@ impl<B: Backend> UpBlock2D<B> {
     ) -> Tensor<B, 4> {
         let mut h = x;
         for (i, resnet) in self.resnets.iter().enumerate() {
-            let skip = skips.pop().expect("the UNet keeps one skip state per up-block resnet");
+            let skip = skips
+                .pop()
+                .expect("the UNet keeps one skip state per up-block resnet");
             h = resnet.forward(Tensor::cat(vec![h, skip], 1), Some(temb.clone()));
             if let Some(attn) = self.attentions.get(i) {
                 h = attn.forward(h, context.clone());
@@ -308,8 +332,13 @@ impl CoderBlock2DConfig {
     fn resnets<B: Backend>(&self, device: &B::Device) -> Vec<ResnetBlock2D<B>> {
         (0..self.num_layers)
             .map(|i| {
-                let cin = if i == 0 { self.in_channels } else { self.out_channels };
-                ResnetBlock2DConfig::new(cin, self.out_channels, self.resnet_groups, 1e-6).init(device)
+                let cin = if i == 0 {
+                    self.in_channels
+                } else {
+                    self.out_channels
+                };
+                ResnetBlock2DConfig::new(cin, self.out_channels, self.resnet_groups, 1e-6)
+                    .init(device)
             })
             .collect()
     }

@@ -154,7 +154,8 @@ impl Reader<'_> {
     }
 
     fn usize(&self, key: &str) -> crate::Result<usize> {
-        as_usize(self.get(key)).ok_or_else(|| self.err(format!("`{key}` must be a non-negative integer")))
+        as_usize(self.get(key))
+            .ok_or_else(|| self.err(format!("`{key}` must be a non-negative integer")))
     }
 
     fn f64(&self, key: &str) -> crate::Result<f64> {
@@ -167,7 +168,9 @@ impl Reader<'_> {
         // `upcast_attention: null` (SDXL) means false, as in diffusers.
         match self.get(key) {
             Value::Null => Ok(false),
-            v => v.as_bool().ok_or_else(|| self.err(format!("`{key}` must be a boolean"))),
+            v => v
+                .as_bool()
+                .ok_or_else(|| self.err(format!("`{key}` must be a boolean"))),
         }
     }
 
@@ -185,9 +188,16 @@ impl Reader<'_> {
             Value::Array(items) => items.iter().map(as_usize).collect::<Option<Vec<_>>>(),
             _ => as_usize(v).map(|n| vec![n; levels]),
         }
-        .ok_or_else(|| self.err(format!("`{key}` must be an integer or a list of integers, got {v}")))?;
+        .ok_or_else(|| {
+            self.err(format!(
+                "`{key}` must be an integer or a list of integers, got {v}"
+            ))
+        })?;
         if list.len() != levels {
-            return Err(self.err(format!("`{key}` has {} entries for {levels} levels", list.len())));
+            return Err(self.err(format!(
+                "`{key}` has {} entries for {levels} levels",
+                list.len()
+            )));
         }
         Ok(list)
     }
@@ -202,7 +212,11 @@ impl Reader<'_> {
         } else {
             Err(self.err(format!(
                 "unsupported `{key}`: {v} (supported: {})",
-                allowed.iter().map(Value::to_string).collect::<Vec<_>>().join(", ")
+                allowed
+                    .iter()
+                    .map(Value::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )))
         }
     }
@@ -210,7 +224,11 @@ impl Reader<'_> {
 
 fn as_usize(v: &Value) -> Option<usize> {
     v.as_u64()
-        .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64))
+        .or_else(|| {
+            v.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                .map(|f| f as u64)
+        })
         .map(|n| n as usize)
 }
 
@@ -221,7 +239,10 @@ impl UNet2DConditionModelConfig {
         let file = root
             .as_object()
             .ok_or_else(|| ModelError::config(path, "expected a JSON object"))?;
-        let mut obj = defaults().as_object().cloned().expect("defaults are an object");
+        let mut obj = defaults()
+            .as_object()
+            .cloned()
+            .expect("defaults are an object");
         for (key, slot) in obj.iter_mut() {
             if let Some(v) = file.get(key) {
                 // As in diffusers, a value in the file (even `null`) replaces the default.
@@ -229,28 +250,30 @@ impl UNet2DConditionModelConfig {
             }
         }
         let r = Reader { obj, path };
-        let null = Value::Null;
         r.only("act_fn", &[json!("silu"), json!("swish")])?;
         r.only("mid_block_type", &[json!("UNetMidBlock2DCrossAttn")])?;
         r.only("only_cross_attention", &[json!(false)])?;
-        r.only("mid_block_only_cross_attention", &[null.clone(), json!(false)])?;
+        r.only(
+            "mid_block_only_cross_attention",
+            &[Value::Null, json!(false)],
+        )?;
         r.only("dual_cross_attention", &[json!(false)])?;
-        r.only("class_embed_type", &[null.clone()])?;
-        r.only("num_class_embeds", &[null.clone()])?;
+        r.only("class_embed_type", &[Value::Null])?;
+        r.only("num_class_embeds", &[Value::Null])?;
         r.only("class_embeddings_concat", &[json!(false)])?;
         r.only("addition_embed_type", &[json!("text_time")])?;
-        r.only("encoder_hid_dim", &[null.clone()])?;
-        r.only("encoder_hid_dim_type", &[null.clone()])?;
+        r.only("encoder_hid_dim", &[Value::Null])?;
+        r.only("encoder_hid_dim_type", &[Value::Null])?;
         r.only("time_embedding_type", &[json!("positional")])?;
-        r.only("time_embedding_act_fn", &[null.clone()])?;
-        r.only("timestep_post_act", &[null.clone()])?;
-        r.only("time_cond_proj_dim", &[null.clone()])?;
+        r.only("time_embedding_act_fn", &[Value::Null])?;
+        r.only("timestep_post_act", &[Value::Null])?;
+        r.only("time_cond_proj_dim", &[Value::Null])?;
         r.only("resnet_time_scale_shift", &[json!("default")])?;
         r.only("resnet_skip_time_act", &[json!(false)])?;
         r.only("resnet_out_scale_factor", &[json!(1.0), json!(1)])?;
         r.only("attention_type", &[json!("default")])?;
-        r.only("cross_attention_norm", &[null.clone()])?;
-        r.only("reverse_transformer_layers_per_block", &[null.clone()])?;
+        r.only("cross_attention_norm", &[Value::Null])?;
+        r.only("reverse_transformer_layers_per_block", &[Value::Null])?;
         if !r.get("num_attention_heads").is_null() {
             // diffusers raises here too (huggingface/diffusers#2011).
             return Err(r.err(
@@ -284,14 +307,21 @@ impl UNet2DConditionModelConfig {
                 block_out_channels.len()
             )));
         }
-        if let Some(bad) = r.get("transformer_layers_per_block").as_array().filter(|a| a.iter().any(Value::is_array)) {
+        if let Some(bad) = r
+            .get("transformer_layers_per_block")
+            .as_array()
+            .filter(|a| a.iter().any(Value::is_array))
+        {
             return Err(r.err(format!(
                 "asymmetric `transformer_layers_per_block` {} (lists of lists) is not supported",
                 Value::Array(bad.clone())
             )));
         }
         let addition_time_embed_dim = r.usize("addition_time_embed_dim").map_err(|_| {
-            r.err("`addition_time_embed_dim` must be set for addition_embed_type \"text_time\"".into())
+            r.err(
+                "`addition_time_embed_dim` must be set for addition_embed_type \"text_time\""
+                    .into(),
+            )
         })?;
         let projection_class_embeddings_input_dim = r.usize("projection_class_embeddings_input_dim").map_err(|_| {
             r.err("`projection_class_embeddings_input_dim` must be set for addition_embed_type \"text_time\"".into())
@@ -334,17 +364,19 @@ impl UNet2DConditionModelConfig {
         let g = self.norm_num_groups;
         for (i, &ch) in self.block_out_channels.iter().enumerate() {
             let heads = self.num_attention_heads[i];
-            if ch == 0 || g == 0 || ch % g != 0 {
+            if ch == 0 || g == 0 || !ch.is_multiple_of(g) {
                 return err(format!("block_out_channels[{i}] = {ch} is not a positive multiple of norm_num_groups {g}"));
             }
-            if heads == 0 || ch % heads != 0 {
-                return err(format!("block_out_channels[{i}] = {ch} does not split into {heads} attention heads"));
+            if heads == 0 || !ch.is_multiple_of(heads) {
+                return err(format!(
+                    "block_out_channels[{i}] = {ch} does not split into {heads} attention heads"
+                ));
             }
         }
         if self.in_channels == 0 || self.out_channels == 0 || self.addition_time_embed_dim == 0 {
             return err("in_channels, out_channels and addition_time_embed_dim must be > 0".into());
         }
-        if self.conv_in_kernel % 2 == 0 || self.conv_out_kernel % 2 == 0 {
+        if self.conv_in_kernel.is_multiple_of(2) || self.conv_out_kernel.is_multiple_of(2) {
             return err("conv_in_kernel and conv_out_kernel must be odd".into());
         }
         if self.layers_per_block.contains(&0) {
@@ -372,6 +404,7 @@ impl UNet2DConditionModelConfig {
 
     /// Width of the time embedding.
     pub fn time_embed_dim(&self) -> usize {
-        self.time_embedding_dim.unwrap_or(4 * self.block_out_channels[0])
+        self.time_embedding_dim
+            .unwrap_or(4 * self.block_out_channels[0])
     }
 }

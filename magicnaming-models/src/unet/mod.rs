@@ -20,8 +20,8 @@ use burn::tensor::Tensor;
 pub use config::{DownBlockType, UNet2DConditionModelConfig, UpBlockType};
 
 use self::blocks::{
-    CrossAttentionConfig, DownBlock2D, DownBlock2DConfig, UNetMidBlock2DCrossAttn, UNetMidBlock2DCrossAttnConfig,
-    UpBlock2D, UpBlock2DConfig,
+    CrossAttentionConfig, DownBlock2D, DownBlock2DConfig, UNetMidBlock2DCrossAttn,
+    UNetMidBlock2DCrossAttnConfig, UpBlock2D, UpBlock2DConfig,
 };
 use self::embeddings::{TimestepEmbedding, TimestepEmbeddingConfig, Timesteps, TimestepsConfig};
 use self::resnet::{conv2d, group_norm};
@@ -114,7 +114,10 @@ impl UNet2DConditionModelConfig {
                     i + 1 < levels,
                     self.downsample_padding,
                 )
-                .with_cross_attention((self.down_block_types[i] == DownBlockType::CrossAttnDownBlock2D).then(|| cross(i)))
+                .with_cross_attention(
+                    (self.down_block_types[i] == DownBlockType::CrossAttnDownBlock2D)
+                        .then(|| cross(i)),
+                )
                 .init(device)
             })
             .collect();
@@ -143,7 +146,10 @@ impl UNet2DConditionModelConfig {
                     eps,
                     i + 1 < levels,
                 )
-                .with_cross_attention((self.up_block_types[i] == UpBlockType::CrossAttnUpBlock2D).then(|| cross(level)))
+                .with_cross_attention(
+                    (self.up_block_types[i] == UpBlockType::CrossAttnUpBlock2D)
+                        .then(|| cross(level)),
+                )
                 .init(device)
             })
             .collect();
@@ -151,9 +157,17 @@ impl UNet2DConditionModelConfig {
             conv_in: conv2d(self.in_channels, boc[0], self.conv_in_kernel, device),
             time_proj: TimestepsConfig::new(boc[0], self.flip_sin_to_cos, self.freq_shift).init(),
             time_embedding: TimestepEmbeddingConfig::new(boc[0], temb).init(device),
-            add_time_proj: TimestepsConfig::new(self.addition_time_embed_dim, self.flip_sin_to_cos, self.freq_shift)
-                .init(),
-            add_embedding: TimestepEmbeddingConfig::new(self.projection_class_embeddings_input_dim, temb).init(device),
+            add_time_proj: TimestepsConfig::new(
+                self.addition_time_embed_dim,
+                self.flip_sin_to_cos,
+                self.freq_shift,
+            )
+            .init(),
+            add_embedding: TimestepEmbeddingConfig::new(
+                self.projection_class_embeddings_input_dim,
+                temb,
+            )
+            .init(device),
             down_blocks,
             mid_block,
             up_blocks,
@@ -165,21 +179,33 @@ impl UNet2DConditionModelConfig {
 }
 
 /// Weight files of a diffusers `unet/` or `vae/` folder, in order of preference.
-pub(crate) const DIFFUSERS_WEIGHT_FILES: &[&str] =
-    &["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"];
+pub(crate) const DIFFUSERS_WEIGHT_FILES: &[&str] = &[
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.fp16.safetensors",
+];
 
 /// The weights file of a diffusers component folder (full precision before `.fp16`).
 pub(crate) fn diffusers_weights_file(dir: &Path) -> Result<std::path::PathBuf> {
-    if let Some(p) = DIFFUSERS_WEIGHT_FILES.iter().map(|n| dir.join(n)).find(|p| p.is_file()) {
+    if let Some(p) = DIFFUSERS_WEIGHT_FILES
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+    {
         return Ok(p);
     }
     let index = dir.join("diffusion_pytorch_model.safetensors.index.json");
     if index.is_file() {
-        return Err(ModelError::weights(index, "sharded diffusers weights are not supported; merge them into one file"));
+        return Err(ModelError::weights(
+            index,
+            "sharded diffusers weights are not supported; merge them into one file",
+        ));
     }
     Err(ModelError::MissingFile {
         path: dir.to_path_buf(),
-        what: format!("diffusers weights (one of {})", DIFFUSERS_WEIGHT_FILES.join(", ")),
+        what: format!(
+            "diffusers weights (one of {})",
+            DIFFUSERS_WEIGHT_FILES.join(", ")
+        ),
     })
 }
 
@@ -196,7 +222,11 @@ impl<B: Backend> UNet2DConditionModel<B> {
     /// Missing files, an unsupported configuration, missing/unused/misshapen tensors.
     pub fn load_diffusers(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
         let dir = dir.as_ref();
-        let config = UNet2DConditionModelConfig::from_file(&dir.join("config.json"))?;
+        Self::load_diffusers_with(dir, &dir.join("config.json"), device)
+    }
+
+    fn load_diffusers_with(dir: &Path, config: &Path, device: &B::Device) -> Result<Self> {
+        let config = UNet2DConditionModelConfig::from_file(config)?;
         let file = SafetensorsFile::open(diffusers_weights_file(dir)?)?;
         let mut model = config.init::<B>(device);
         let mapped = weights::unet::diffusers(&weights::unet::file_entries(&file));
@@ -210,7 +240,11 @@ impl<B: Backend> UNet2DConditionModel<B> {
     ///
     /// # Errors
     /// No UNet in the file, an unsupported configuration, missing/unused/misshapen tensors.
-    pub fn load_single_file(file: impl AsRef<Path>, config: Option<&Path>, device: &B::Device) -> Result<Self> {
+    pub fn load_single_file(
+        file: impl AsRef<Path>,
+        config: Option<&Path>,
+        device: &B::Device,
+    ) -> Result<Self> {
         let config = match config {
             Some(p) => UNet2DConditionModelConfig::from_file(p)?,
             None => {
@@ -226,7 +260,11 @@ impl<B: Backend> UNet2DConditionModel<B> {
             ));
         }
         let mut model = config.init::<B>(device);
-        let mapped = weights::unet::ldm(&weights::unet::file_entries(&file), SINGLE_FILE_UNET_PREFIX, &config);
+        let mapped = weights::unet::ldm(
+            &weights::unet::file_entries(&file),
+            SINGLE_FILE_UNET_PREFIX,
+            &config,
+        );
         load_module(&mut model, &file, mapped, "unet")?;
         Ok(model)
     }
@@ -238,18 +276,16 @@ impl<B: Backend> UNet2DConditionModel<B> {
         match source {
             SdxlSource::Diffusers { root, .. } => {
                 let dir = root.join("unet");
-                let config_path = source
+                let config = source
                     .component_file("unet", "config.json")
                     .unwrap_or_else(|| dir.join("config.json"));
-                let config = UNet2DConditionModelConfig::from_file(&config_path)?;
-                let file = SafetensorsFile::open(diffusers_weights_file(&dir)?)?;
-                let mut model = config.init::<B>(device);
-                load_module(&mut model, &file, weights::unet::diffusers(&weights::unet::file_entries(&file)), "unet")?;
-                Ok(model)
+                Self::load_diffusers_with(&dir, &config, device)
             }
-            SdxlSource::SingleFile { file, .. } => {
-                Self::load_single_file(file, source.component_file("unet", "config.json").as_deref(), device)
-            }
+            SdxlSource::SingleFile { file, .. } => Self::load_single_file(
+                file,
+                source.component_file("unet", "config.json").as_deref(),
+                device,
+            ),
         }
     }
 
@@ -285,7 +321,11 @@ impl<B: Backend> UNet2DConditionModel<B> {
         let [ib, n_ids] = time_ids.dims();
         let bad = |m: String| Err(ModelError::InvalidInput(m));
         if batch == 0 || h == 0 || w == 0 || channels != c.in_channels {
-            return bad(format!("sample {:?}: expected [B, {}, h, w] with B, h, w > 0", sample.dims(), c.in_channels));
+            return bad(format!(
+                "sample {:?}: expected [B, {}, h, w] with B, h, w > 0",
+                sample.dims(),
+                c.in_channels
+            ));
         }
         if (eb, tb, ib) != (batch, batch, batch) {
             return bad(format!(
@@ -293,7 +333,10 @@ impl<B: Backend> UNet2DConditionModel<B> {
             ));
         }
         if c.cross_attention_dim.iter().any(|&d| d != ed) {
-            return bad(format!("encoder_hidden_states width {ed}, the model expects {:?}", c.cross_attention_dim));
+            return bad(format!(
+                "encoder_hidden_states width {ed}, the model expects {:?}",
+                c.cross_attention_dim
+            ));
         }
         if p + n_ids * c.addition_time_embed_dim != c.projection_class_embeddings_input_dim {
             return bad(format!(
@@ -316,12 +359,17 @@ impl<B: Backend> UNet2DConditionModel<B> {
             sample
         };
 
-        let mut emb = self.time_embedding.forward(self.time_proj.forward(timesteps));
+        let mut emb = self
+            .time_embedding
+            .forward(self.time_proj.forward(timesteps));
         let time_embeds = self
             .add_time_proj
             .forward(time_ids.reshape([batch * n_ids]))
             .reshape([batch, n_ids * c.addition_time_embed_dim]);
-        emb = emb + self.add_embedding.forward(Tensor::cat(vec![text_embeds, time_embeds], 1));
+        emb = emb
+            + self
+                .add_embedding
+                .forward(Tensor::cat(vec![text_embeds, time_embeds], 1));
 
         let context = encoder_hidden_states;
         let mut h = self.conv_in.forward(sample);

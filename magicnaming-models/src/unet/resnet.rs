@@ -11,7 +11,12 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 /// A `k x k` convolution with "same" padding `(k - 1) / 2`, as diffusers builds them.
-pub(crate) fn conv2d<B: Backend>(cin: usize, cout: usize, kernel: usize, device: &B::Device) -> Conv2d<B> {
+pub(crate) fn conv2d<B: Backend>(
+    cin: usize,
+    cout: usize,
+    kernel: usize,
+    device: &B::Device,
+) -> Conv2d<B> {
     let p = (kernel - 1) / 2;
     Conv2dConfig::new([cin, cout], [kernel, kernel])
         .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
@@ -19,8 +24,15 @@ pub(crate) fn conv2d<B: Backend>(cin: usize, cout: usize, kernel: usize, device:
 }
 
 /// A GroupNorm with affine parameters.
-pub(crate) fn group_norm<B: Backend>(groups: usize, channels: usize, eps: f64, device: &B::Device) -> GroupNorm<B> {
-    GroupNormConfig::new(groups, channels).with_epsilon(eps).init(device)
+pub(crate) fn group_norm<B: Backend>(
+    groups: usize,
+    channels: usize,
+    eps: f64,
+    device: &B::Device,
+) -> GroupNorm<B> {
+    GroupNormConfig::new(groups, channels)
+        .with_epsilon(eps)
+        .init(device)
 }
 
 /// Configuration of [`ResnetBlock2D`].
@@ -68,7 +80,9 @@ impl ResnetBlock2DConfig {
         ResnetBlock2D {
             norm1: group_norm(self.groups, cin, self.eps, device),
             conv1: conv2d(cin, cout, 3, device),
-            time_emb_proj: self.temb_channels.map(|t| LinearConfig::new(t, cout).init(device)),
+            time_emb_proj: self
+                .temb_channels
+                .map(|t| LinearConfig::new(t, cout).init(device)),
             norm2: group_norm(self.groups, cout, self.eps, device),
             conv2: conv2d(cout, cout, 3, device),
             conv_shortcut: (cin != cout).then(|| conv2d(cin, cout, 1, device)),
@@ -248,5 +262,6 @@ mod tests {
         assert_eq!(nearest_indices(3, 6), vec![0, 0, 1, 1, 2, 2]);
         assert_eq!(nearest_indices(5, 10), vec![0, 0, 1, 1, 2, 2, 3, 3, 4, 4]);
         assert_eq!(nearest_indices(4, 4), vec![0, 1, 2, 3]);
+        assert_eq!(nearest_indices(7, 3), vec![0, 2, 4]);
     }
 }

@@ -4,7 +4,9 @@
 //! them: `layer_norm` blocks, self-attention, cross-attention, GEGLU feed-forward.
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, GroupNorm, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{
+    Dropout, DropoutConfig, GroupNorm, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
 use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -86,7 +88,11 @@ impl BasicTransformerBlockConfig {
     /// Builds the block with fresh (lazily initialised) weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> BasicTransformerBlock<B> {
         let d = self.dim;
-        let norm = || LayerNormConfig::new(d).with_epsilon(self.norm_eps).init(device);
+        let norm = || {
+            LayerNormConfig::new(d)
+                .with_epsilon(self.norm_eps)
+                .init(device)
+        };
         let attn = |cross: Option<usize>| {
             AttentionConfig::new(d, self.num_attention_heads, self.attention_head_dim)
                 .with_cross_attention_dim(cross)
@@ -119,7 +125,10 @@ impl<B: Backend> BasicTransformerBlock<B> {
     /// - output: `[B, L, dim]`
     pub fn forward(&self, x: Tensor<B, 3>, context: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = self.attn1.forward(self.norm1.forward(x.clone()), None) + x;
-        let x = self.attn2.forward(self.norm2.forward(x.clone()), Some(context)) + x;
+        let x = self
+            .attn2
+            .forward(self.norm2.forward(x.clone()), Some(context))
+            + x;
         self.ff.forward(self.norm3.forward(x.clone())) + x
     }
 }
@@ -186,12 +195,20 @@ impl<B: Backend> Transformer2DModel<B> {
     pub fn forward(&self, x: Tensor<B, 4>, context: Tensor<B, 3>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
         // [B, C, H, W] -> [B, H*W, C]
-        let tokens = self.norm.forward(x.clone()).reshape([b, c, h * w]).swap_dims(1, 2);
+        let tokens = self
+            .norm
+            .forward(x.clone())
+            .reshape([b, c, h * w])
+            .swap_dims(1, 2);
         let mut tokens = self.proj_in.forward(tokens);
         for block in &self.transformer_blocks {
             tokens = block.forward(tokens, context.clone());
         }
-        let out = self.proj_out.forward(tokens).swap_dims(1, 2).reshape([b, c, h, w]);
+        let out = self
+            .proj_out
+            .forward(tokens)
+            .swap_dims(1, 2)
+            .reshape([b, c, h, w]);
         out + x
     }
 }

@@ -80,8 +80,14 @@ impl AutoencoderKLConfig {
         if act != json!("silu") && act != json!("swish") {
             return Err(err(format!("unsupported `act_fn`: {act} (silu)")));
         }
-        let levels = obj["block_out_channels"].as_array().map(Vec::len).unwrap_or(0);
-        for (key, kind) in [("down_block_types", "DownEncoderBlock2D"), ("up_block_types", "UpDecoderBlock2D")] {
+        let levels = obj["block_out_channels"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0);
+        for (key, kind) in [
+            ("down_block_types", "DownEncoderBlock2D"),
+            ("up_block_types", "UpDecoderBlock2D"),
+        ] {
             let ok = obj[key]
                 .as_array()
                 .is_some_and(|a| a.len() == levels && a.iter().all(|t| t == &json!(kind)));
@@ -96,24 +102,38 @@ impl AutoencoderKLConfig {
         obj.remove("act_fn");
         obj.remove("down_block_types");
         obj.remove("up_block_types");
-        let c: Self = serde_json::from_value(Value::Object(obj.clone())).map_err(|e| err(format!("vae config: {e}")))?;
+        let c: Self = serde_json::from_value(Value::Object(obj.clone()))
+            .map_err(|e| err(format!("vae config: {e}")))?;
         let g = c.norm_num_groups;
-        if levels == 0 || g == 0 || c.block_out_channels.iter().any(|&ch| ch == 0 || ch % g != 0) {
+        if levels == 0
+            || g == 0
+            || c.block_out_channels
+                .iter()
+                .any(|&ch| ch == 0 || !ch.is_multiple_of(g))
+        {
             return Err(err(format!(
                 "block_out_channels {:?} must be non-empty multiples of norm_num_groups {g}",
                 c.block_out_channels
             )));
         }
         if c.latent_channels == 0 || c.layers_per_block == 0 || c.scaling_factor == 0.0 {
-            return Err(err("latent_channels, layers_per_block and scaling_factor must be non-zero".into()));
+            return Err(err(
+                "latent_channels, layers_per_block and scaling_factor must be non-zero".into(),
+            ));
         }
         for stats in [&c.latents_mean, &c.latents_std].into_iter().flatten() {
             if stats.len() != c.latent_channels {
-                return Err(err(format!("latents_mean/std need {} entries, got {}", c.latent_channels, stats.len())));
+                return Err(err(format!(
+                    "latents_mean/std need {} entries, got {}",
+                    c.latent_channels,
+                    stats.len()
+                )));
             }
         }
         if c.latents_mean.is_some() != c.latents_std.is_some() {
-            return Err(err("latents_mean and latents_std must be given together".into()));
+            return Err(err(
+                "latents_mean and latents_std must be given together".into()
+            ));
         }
         Ok(c)
     }

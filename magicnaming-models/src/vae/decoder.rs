@@ -7,7 +7,9 @@ use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use crate::unet::blocks::{CoderBlock2DConfig, UNetMidBlock2D, UNetMidBlock2DConfig, UpDecoderBlock2D};
+use crate::unet::blocks::{
+    CoderBlock2DConfig, UNetMidBlock2D, UNetMidBlock2DConfig, UpDecoderBlock2D,
+};
 use crate::unet::resnet::{conv2d, group_norm};
 
 /// Configuration of [`Decoder`].
@@ -52,11 +54,19 @@ impl DecoderConfig {
         let levels = rev.len();
         Decoder {
             conv_in: conv2d(self.in_channels, rev[0], 3, device),
-            mid_block: UNetMidBlock2DConfig::new(rev[0], g, self.mid_block_add_attention).init(device),
+            mid_block: UNetMidBlock2DConfig::new(rev[0], g, self.mid_block_add_attention)
+                .init(device),
             up_blocks: (0..levels)
                 .map(|i| {
                     let prev = if i == 0 { rev[0] } else { rev[i - 1] };
-                    CoderBlock2DConfig::new(prev, rev[i], self.layers_per_block + 1, g, i + 1 < levels).init_up(device)
+                    CoderBlock2DConfig::new(
+                        prev,
+                        rev[i],
+                        self.layers_per_block + 1,
+                        g,
+                        i + 1 < levels,
+                    )
+                    .init_up(device)
                 })
                 .collect(),
             conv_norm_out: group_norm(g, rev[levels - 1], 1e-6, device),

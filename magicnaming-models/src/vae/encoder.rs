@@ -7,7 +7,9 @@ use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use crate::unet::blocks::{CoderBlock2DConfig, DownEncoderBlock2D, UNetMidBlock2D, UNetMidBlock2DConfig};
+use crate::unet::blocks::{
+    CoderBlock2DConfig, DownEncoderBlock2D, UNetMidBlock2D, UNetMidBlock2DConfig,
+};
 use crate::unet::resnet::{conv2d, group_norm};
 
 /// Configuration of [`Encoder`].
@@ -54,10 +56,18 @@ impl EncoderConfig {
             down_blocks: (0..boc.len())
                 .map(|i| {
                     let cin = if i == 0 { boc[0] } else { boc[i - 1] };
-                    CoderBlock2DConfig::new(cin, boc[i], self.layers_per_block, g, i + 1 < boc.len()).init_down(device)
+                    CoderBlock2DConfig::new(
+                        cin,
+                        boc[i],
+                        self.layers_per_block,
+                        g,
+                        i + 1 < boc.len(),
+                    )
+                    .init_down(device)
                 })
                 .collect(),
-            mid_block: UNetMidBlock2DConfig::new(last, g, self.mid_block_add_attention).init(device),
+            mid_block: UNetMidBlock2DConfig::new(last, g, self.mid_block_add_attention)
+                .init(device),
             conv_norm_out: group_norm(g, last, 1e-6, device),
             conv_out: conv2d(last, 2 * self.out_channels, 3, device),
         }

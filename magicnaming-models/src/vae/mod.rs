@@ -108,7 +108,11 @@ impl<B: Backend> AutoencoderKL<B> {
     ///
     /// # Errors
     /// No VAE in the file, an unsupported configuration, missing/unused/misshapen tensors.
-    pub fn load_single_file(file: impl AsRef<Path>, config: Option<&Path>, device: &B::Device) -> Result<Self> {
+    pub fn load_single_file(
+        file: impl AsRef<Path>,
+        config: Option<&Path>,
+        device: &B::Device,
+    ) -> Result<Self> {
         let config = match config {
             Some(p) => AutoencoderKLConfig::from_file(p)?,
             None => {
@@ -125,7 +129,10 @@ impl<B: Backend> AutoencoderKL<B> {
             .ok_or_else(|| {
                 ModelError::weights(
                     file.path(),
-                    format!("no `{}*` tensors: not a single-file checkpoint with a VAE", SINGLE_FILE_VAE_PREFIXES.join("*` or `")),
+                    format!(
+                        "no `{}*` tensors: not a single-file checkpoint with a VAE",
+                        SINGLE_FILE_VAE_PREFIXES.join("*` or `")
+                    ),
                 )
             })?;
         let mut model = config.init::<B>(device);
@@ -146,9 +153,11 @@ impl<B: Backend> AutoencoderKL<B> {
                     .unwrap_or_else(|| dir.join("config.json"));
                 Self::load_diffusers_with(&dir, &config, device)
             }
-            SdxlSource::SingleFile { file, .. } => {
-                Self::load_single_file(file, source.component_file("vae", "config.json").as_deref(), device)
-            }
+            SdxlSource::SingleFile { file, .. } => Self::load_single_file(
+                file,
+                source.component_file("vae", "config.json").as_deref(),
+                device,
+            ),
         }
     }
 
@@ -219,9 +228,12 @@ impl<B: Backend> AutoencoderKL<B> {
         match (&c.latents_mean, &c.latents_std) {
             (Some(mean), Some(std)) => {
                 let device = z.device();
-                (z - self.channel_stats(mean, &device)).mul_scalar(c.scaling_factor) / self.channel_stats(std, &device)
+                (z - self.channel_stats(mean, &device)).mul_scalar(c.scaling_factor)
+                    / self.channel_stats(std, &device)
             }
-            _ => z.sub_scalar(c.shift_factor.unwrap_or(0.0)).mul_scalar(c.scaling_factor),
+            _ => z
+                .sub_scalar(c.shift_factor.unwrap_or(0.0))
+                .mul_scalar(c.scaling_factor),
         }
     }
 
@@ -235,9 +247,12 @@ impl<B: Backend> AutoencoderKL<B> {
         match (&c.latents_mean, &c.latents_std) {
             (Some(mean), Some(std)) => {
                 let device = z.device();
-                (z * self.channel_stats(std, &device)).div_scalar(c.scaling_factor) + self.channel_stats(mean, &device)
+                (z * self.channel_stats(std, &device)).div_scalar(c.scaling_factor)
+                    + self.channel_stats(mean, &device)
             }
-            _ => z.div_scalar(c.scaling_factor).add_scalar(c.shift_factor.unwrap_or(0.0)),
+            _ => z
+                .div_scalar(c.scaling_factor)
+                .add_scalar(c.shift_factor.unwrap_or(0.0)),
         }
     }
 }

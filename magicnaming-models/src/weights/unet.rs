@@ -38,14 +38,24 @@ use crate::unet::UNet2DConditionModelConfig;
 /// `(key, shape)` of every tensor of a file.
 pub fn file_entries(file: &SafetensorsFile) -> Vec<(String, Vec<usize>)> {
     file.keys()
-        .map(|k| (k.to_string(), file.entry(k).map(|e| e.shape.clone()).unwrap_or_default()))
+        .map(|k| {
+            (
+                k.to_string(),
+                file.entry(k).map(|e| e.shape.clone()).unwrap_or_default(),
+            )
+        })
         .collect()
 }
 
 /// `target <- source`, reshaping a stored 1x1 convolution `[o, i, 1, 1]` (or a 1-D one
 /// `[o, i, 1]`) to `[o, i]` when `target` is one of the Linear weights that diffusers'
 /// other layouts keep as convolutions (`linear_suffixes`).
-pub(crate) fn linear_or_conv(target: String, source: &str, shape: &[usize], linear_suffixes: &[&str]) -> Mapped {
+pub(crate) fn linear_or_conv(
+    target: String,
+    source: &str,
+    shape: &[usize],
+    linear_suffixes: &[&str],
+) -> Mapped {
     let is_linear = linear_suffixes.iter().any(|s| target.ends_with(s));
     if is_linear && shape.len() > 2 && shape[2..].iter().all(|&d| d == 1) {
         Mapped::with(target, source, Transform::Reshape(shape[..2].to_vec()))
@@ -108,7 +118,11 @@ fn split_indices(s: &str) -> Option<(usize, usize, &str)> {
 
 /// Remap for the UNet of a single-file checkpoint, keys under `prefix`
 /// (`model.diffusion_model.`).
-pub fn ldm(entries: &[(String, Vec<usize>)], prefix: &str, config: &UNet2DConditionModelConfig) -> Vec<Mapped> {
+pub fn ldm(
+    entries: &[(String, Vec<usize>)],
+    prefix: &str,
+    config: &UNet2DConditionModelConfig,
+) -> Vec<Mapped> {
     let levels = config.levels();
     let mut inputs = vec![None]; // input_blocks.0 is conv_in
     for b in 0..levels {
@@ -124,13 +138,18 @@ pub fn ldm(entries: &[(String, Vec<usize>)], prefix: &str, config: &UNet2DCondit
     }
 
     let map_key = |k: &str| -> Option<String> {
-        if let Some(t) = FIXED.iter().find_map(|(from, to)| k.strip_prefix(from).map(|r| format!("{to}{r}"))) {
+        if let Some(t) = FIXED
+            .iter()
+            .find_map(|(from, to)| k.strip_prefix(from).map(|r| format!("{to}{r}")))
+        {
             return Some(t);
         }
         if let Some(s) = k.strip_prefix("input_blocks.") {
             let (i, slot, rest) = split_indices(s)?;
             return match (inputs.get(i).copied().flatten()?, slot) {
-                (Slot::Layer(b, j), 0) => Some(format!("down_blocks.{b}.resnets.{j}.{}", resnet(rest)?)),
+                (Slot::Layer(b, j), 0) => {
+                    Some(format!("down_blocks.{b}.resnets.{j}.{}", resnet(rest)?))
+                }
                 (Slot::Layer(b, j), 1) => Some(format!("down_blocks.{b}.attentions.{j}.{rest}")),
                 (Slot::Down(b), 0) => rest
                     .strip_prefix("op.")
@@ -149,7 +168,9 @@ pub fn ldm(entries: &[(String, Vec<usize>)], prefix: &str, config: &UNet2DCondit
         }
         if let Some(s) = k.strip_prefix("output_blocks.") {
             let (o, slot, rest) = split_indices(s)?;
-            let Slot::Layer(u, j) = *outputs.get(o)? else { return None };
+            let Slot::Layer(u, j) = *outputs.get(o)? else {
+                return None;
+            };
             // diffusers: `output_blocks.O.1.conv` is the upsampler, other `.1` keys the attention.
             return match (slot, rest.strip_prefix("conv.")) {
                 (0, _) => Some(format!("up_blocks.{u}.resnets.{j}.{}", resnet(rest)?)),

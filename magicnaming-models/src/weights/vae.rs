@@ -36,7 +36,12 @@ use super::Mapped;
 use crate::vae::AutoencoderKLConfig;
 
 /// Linear weights of the VAE attentions that LDM files store as 1x1 convolutions.
-const ATTENTION_LINEARS: &[&str] = &["to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight"];
+const ATTENTION_LINEARS: &[&str] = &[
+    "to_q.weight",
+    "to_k.weight",
+    "to_v.weight",
+    "to_out.0.weight",
+];
 
 const LEGACY_ATTENTION: &[(&str, &str)] = &[
     ("query.", "to_q."),
@@ -82,14 +87,25 @@ fn map_coder(coder: &str, rest: &str, levels: usize) -> Option<String> {
     }
     if let Some(mid) = rest.strip_prefix("mid.") {
         if let Some(r) = mid.strip_prefix("block_1.") {
-            return Some(format!("{coder}.mid_block.resnets.0.{}", r.replace("nin_shortcut", "conv_shortcut")));
+            return Some(format!(
+                "{coder}.mid_block.resnets.0.{}",
+                r.replace("nin_shortcut", "conv_shortcut")
+            ));
         }
         if let Some(r) = mid.strip_prefix("block_2.") {
-            return Some(format!("{coder}.mid_block.resnets.1.{}", r.replace("nin_shortcut", "conv_shortcut")));
+            return Some(format!(
+                "{coder}.mid_block.resnets.1.{}",
+                r.replace("nin_shortcut", "conv_shortcut")
+            ));
         }
         let attn = mid.strip_prefix("attn_1.")?;
-        let (from, to) = ATTENTION_RENAMES.iter().find(|(from, _)| attn.starts_with(from))?;
-        return Some(format!("{coder}.mid_block.attentions.0.{to}{}", &attn[from.len()..]));
+        let (from, to) = ATTENTION_RENAMES
+            .iter()
+            .find(|(from, _)| attn.starts_with(from))?;
+        return Some(format!(
+            "{coder}.mid_block.attentions.0.{to}{}",
+            &attn[from.len()..]
+        ));
     }
     let (word, blocks, sampler, reverse) = match coder {
         "encoder" => ("down.", "down_blocks", "downsample.", false),
@@ -100,16 +116,27 @@ fn map_coder(coder: &str, rest: &str, levels: usize) -> Option<String> {
     let i: usize = i.parse().ok().filter(|&i| i < levels)?;
     let level = if reverse { levels - 1 - i } else { i };
     if let Some(r) = tail.strip_prefix("block.") {
-        return Some(format!("{coder}.{blocks}.{level}.resnets.{}", r.replace("nin_shortcut", "conv_shortcut")));
+        return Some(format!(
+            "{coder}.{blocks}.{level}.resnets.{}",
+            r.replace("nin_shortcut", "conv_shortcut")
+        ));
     }
     let r = tail.strip_prefix(sampler)?.strip_prefix("conv.")?;
-    let resampler = if reverse { "upsamplers" } else { "downsamplers" };
+    let resampler = if reverse {
+        "upsamplers"
+    } else {
+        "downsamplers"
+    };
     Some(format!("{coder}.{blocks}.{level}.{resampler}.0.conv.{r}"))
 }
 
 /// Remap for the VAE of a single-file checkpoint, keys under `prefix`
 /// (`first_stage_model.` or `vae.`).
-pub fn ldm(entries: &[(String, Vec<usize>)], prefix: &str, config: &AutoencoderKLConfig) -> Vec<Mapped> {
+pub fn ldm(
+    entries: &[(String, Vec<usize>)],
+    prefix: &str,
+    config: &AutoencoderKLConfig,
+) -> Vec<Mapped> {
     let levels = config.block_out_channels.len();
     entries
         .iter()

@@ -43,7 +43,9 @@ impl Reference {
     }
 
     pub fn get(&self, key: &str) -> &(Vec<f32>, Vec<usize>) {
-        self.0.get(key).unwrap_or_else(|| panic!("reference has no {key}"))
+        self.0
+            .get(key)
+            .unwrap_or_else(|| panic!("reference has no {key}"))
     }
 
     pub fn tensor<const D: usize>(&self, key: &str) -> Tensor<B, D> {
@@ -53,13 +55,24 @@ impl Reference {
 }
 
 /// Max abs difference, after checking the shape.
-pub fn max_diff<const D: usize>(what: &str, got: Tensor<B, D>, want: &(Vec<f32>, Vec<usize>)) -> f32 {
+pub fn max_diff<const D: usize>(
+    what: &str,
+    got: Tensor<B, D>,
+    want: &(Vec<f32>, Vec<usize>),
+) -> f32 {
     assert_eq!(got.dims().to_vec(), want.1, "{what}: shape");
     let got = got.into_data().to_vec::<f32>().unwrap();
-    got.iter().zip(&want.0).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max)
+    got.iter()
+        .zip(&want.0)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max)
 }
 
-pub fn assert_close<const D: usize>(what: &str, got: Tensor<B, D>, want: &(Vec<f32>, Vec<usize>)) -> f32 {
+pub fn assert_close<const D: usize>(
+    what: &str,
+    got: Tensor<B, D>,
+    want: &(Vec<f32>, Vec<usize>),
+) -> f32 {
     let max = max_diff(what, got, want);
     println!("{what}: max abs diff {max:.3e}");
     assert!(max <= TOL, "{what}: max abs diff {max} > {TOL}");
@@ -87,7 +100,11 @@ impl<Bk: Backend> ModuleVisitor<Bk> for ParamShapes {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Bk, D>>) {
-        let owner = self.containers.last().map(String::as_str).unwrap_or_default();
+        let owner = self
+            .containers
+            .last()
+            .map(String::as_str)
+            .unwrap_or_default();
         let mut shape = param.lazy_shape().to_vec();
         let mut path = self.path.clone();
         let last = path.last_mut().expect("a parameter has a name");
@@ -109,11 +126,23 @@ impl<Bk: Backend> ModuleVisitor<Bk> for ParamShapes {
 pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, (Vec<f32>, Vec<usize>)>) {
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .iter()
-        .map(|(k, (v, s))| (k.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect(), s.clone()))
+        .map(|(k, (v, s))| {
+            (
+                k.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                s.clone(),
+            )
+        })
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
         .iter()
-        .map(|(k, b, s)| (k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+        .map(|(k, b, s)| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
         .collect();
     safetensors::serialize_to_file(views, None, path).unwrap();
 }
