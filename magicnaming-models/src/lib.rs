@@ -2,8 +2,9 @@
 //!
 //! The networks MagicNaming needs, in burn and generic over `B: Backend`: SDXL's two CLIP
 //! text encoders with their tokenizers and prompt encoding (plus the text-coding of
-//! names), the SDXL UNet and VAE, the CLIP image towers, and the loaders that read real weight formats
-//! (diffusers folders, single-file SDXL checkpoints, transformers and open_clip towers).
+//! names), the SDXL UNet and VAE, the CLIP image towers, and the loaders that read real
+//! weight formats (diffusers folders, single-file SDXL checkpoints, transformers and
+//! open_clip towers).
 #![warn(missing_docs)]
 
 pub mod clip;
