@@ -2,9 +2,10 @@
 //!
 //! The networks MagicNaming needs, in burn and generic over `B: Backend`: SDXL's two CLIP
 //! text encoders with their tokenizers and prompt encoding (plus the text-coding of
-//! names), the CLIP image towers, and the loaders that read real weight formats
-//! (diffusers folders, single-file SDXL checkpoints, transformers and open_clip towers), and
-//! the SDXL noise schedulers (Euler, Euler ancestral, DDIM, DPM++ 2M Karras).
+//! names), the SDXL UNet and VAE, the noise schedulers (Euler, Euler ancestral, DDIM,
+//! DPM++ 2M Karras), the CLIP image towers, the training of the name head, and the
+//! loaders that read real weight formats (diffusers folders, single-file SDXL
+//! checkpoints, transformers and open_clip towers).
 #![warn(missing_docs)]
 
 pub mod clip;
@@ -12,6 +13,8 @@ pub mod error;
 pub mod schedulers;
 pub mod sdxl;
 pub mod train;
+pub mod unet;
+pub mod vae;
 pub mod weights;
 
 pub use error::{ModelError, Result};

@@ -7,6 +7,8 @@
 //! After loading, missing keys, unused keys and shape mismatches are errors that name
 //! the keys.
 pub mod clip_text;
+pub mod unet;
+pub mod vae;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};

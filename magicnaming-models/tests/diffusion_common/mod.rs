@@ -1,0 +1,163 @@
+//! Helpers shared by the UNet and VAE parity tests (fixtures by
+//! tools/reference/make_diffusion_fixtures.py).
+#![allow(dead_code)]
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use burn::backend::NdArray;
+use burn::module::{ModuleVisitor, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+pub type B = NdArray<f32>;
+
+/// f32 CPU against PyTorch f32: the bound. The tiny models' outputs are O(0.3-2)
+/// after ~30 layers; reordered float32 sums give errors around 1e-6.
+pub const TOL: f32 = 1e-4;
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/diffusion")
+}
+
+/// Float32 tensors of a reference file.
+pub struct Reference(HashMap<String, (Vec<f32>, Vec<usize>)>);
+
+impl Reference {
+    pub fn load(name: &str) -> Self {
+        let bytes = std::fs::read(fixtures().join(name)).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        Self(
+            st.tensors()
+                .into_iter()
+                .map(|(k, v)| {
+                    assert_eq!(v.dtype(), safetensors::Dtype::F32, "{k}");
+                    let vals = v
+                        .data()
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect();
+                    (k, (vals, v.shape().to_vec()))
+                })
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, key: &str) -> &(Vec<f32>, Vec<usize>) {
+        self.0
+            .get(key)
+            .unwrap_or_else(|| panic!("reference has no {key}"))
+    }
+
+    pub fn tensor<const D: usize>(&self, key: &str) -> Tensor<B, D> {
+        let (v, s) = self.get(key);
+        Tensor::from_data(TensorData::new(v.clone(), s.clone()), &Default::default())
+    }
+}
+
+/// Max abs difference, after checking the shape.
+pub fn max_diff<const D: usize>(
+    what: &str,
+    got: Tensor<B, D>,
+    want: &(Vec<f32>, Vec<usize>),
+) -> f32 {
+    assert_eq!(got.dims().to_vec(), want.1, "{what}: shape");
+    let got = got.into_data().to_vec::<f32>().unwrap();
+    got.iter()
+        .zip(&want.0)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max)
+}
+
+pub fn assert_close<const D: usize>(
+    what: &str,
+    got: Tensor<B, D>,
+    want: &(Vec<f32>, Vec<usize>),
+) -> f32 {
+    let max = max_diff(what, got, want);
+    println!("{what}: max abs diff {max:.3e}");
+    assert!(max <= TOL, "{what}: max abs diff {max} > {TOL}");
+    max
+}
+
+/// Parameter paths and shapes of a module in PyTorch naming and layout (Linear weights
+/// `[out, in]`, norm `weight`/`bias`), read without initialising the (lazy) parameters.
+#[derive(Default)]
+pub struct ParamShapes {
+    path: Vec<String>,
+    containers: Vec<String>,
+    pub shapes: BTreeMap<String, Vec<usize>>,
+}
+
+impl<Bk: Backend> ModuleVisitor<Bk> for ParamShapes {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.push(name.to_string());
+        self.containers.push(container_type.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+        self.containers.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Bk, D>>) {
+        let owner = self
+            .containers
+            .last()
+            .map(String::as_str)
+            .unwrap_or_default();
+        let mut shape = param.lazy_shape().to_vec();
+        let mut path = self.path.clone();
+        let last = path.last_mut().expect("a parameter has a name");
+        if owner == "Struct:Linear" && last == "weight" {
+            shape.reverse();
+        }
+        if owner.ends_with("Norm") {
+            match last.as_str() {
+                "gamma" => *last = "weight".into(),
+                "beta" => *last = "bias".into(),
+                _ => {}
+            }
+        }
+        self.shapes.insert(path.join("."), shape);
+    }
+}
+
+/// Writes `tensors` (float32) as a safetensors file.
+pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, (Vec<f32>, Vec<usize>)>) {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .iter()
+        .map(|(k, (v, s))| {
+            (
+                k.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                s.clone(),
+            )
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
+        .iter()
+        .map(|(k, b, s)| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+/// Every tensor of a safetensors file as float32 (F16 upcast).
+pub fn read_all(path: &Path) -> BTreeMap<String, (Vec<f32>, Vec<usize>)> {
+    let file = magicnaming_models::weights::SafetensorsFile::open(path).unwrap();
+    file.keys()
+        .map(|k| (k.to_string(), file.read_f32(k).unwrap()))
+        .collect()
+}
+
+/// `sdxl_keys.json` section `name`: key -> shape.
+pub fn sdxl_keys(name: &str) -> BTreeMap<String, Vec<usize>> {
+    let text = std::fs::read_to_string(fixtures().join("sdxl_keys.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    serde_json::from_value(v[name].clone()).unwrap()
+}
