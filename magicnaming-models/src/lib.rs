@@ -8,6 +8,7 @@
 
 pub mod clip;
 pub mod error;
+pub mod name_encoder;
 pub mod sdxl;
 pub mod weights;
 
