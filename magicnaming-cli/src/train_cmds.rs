@@ -1,12 +1,11 @@
 //! `train` and `eval`.
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::Args;
-use magicnaming_core::NameHeadConfig;
-use magicnaming_models::train::export::load_head;
+use magicnaming_models::name_encoder::{load_head, NameEncoderConfig};
 use magicnaming_models::train::{evaluate, train, Dataset, TrainConfig};
 
 use crate::device::Job;
@@ -97,16 +96,11 @@ pub struct EvalArgs {
 
 impl Job for EvalArgs {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
-        let config_path = self.encoder.join("config.json");
-        let text = std::fs::read_to_string(&config_path)
-            .with_context(|| format!("reading {}", config_path.display()))?;
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{}: invalid JSON", config_path.display()))?;
-        let head_config: NameHeadConfig = serde_json::from_value(json["head"].clone())
-            .with_context(|| format!("{}: bad `head` section", config_path.display()))?;
+        // Only the head is needed: the dataset holds image embeddings already.
+        let config = NameEncoderConfig::from_file(&self.encoder.join("config.json"))?;
         let head = load_head::<B>(
-            &head_config,
             &self.encoder.join("head.safetensors"),
+            &config.head,
             &device,
         )?;
         let dataset = Dataset::load(&self.dataset)?;

@@ -10,6 +10,7 @@
 
 pub mod clip;
 pub mod error;
+pub mod name_encoder;
 pub mod schedulers;
 pub mod sdxl;
 pub mod train;

@@ -7,8 +7,9 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
 use burn::optim::AdamWConfig;
 use magicnaming_core::{HeadActivation, NameHeadConfig};
+use magicnaming_models::name_encoder::load_head;
 use magicnaming_models::train::dataset::{write_safetensors, DatasetIndex};
-use magicnaming_models::train::export::{load_head, save_head};
+use magicnaming_models::train::export::save_head;
 use magicnaming_models::train::synthetic::synthetic_dataset;
 use magicnaming_models::train::trainer::train_step;
 use magicnaming_models::train::{evaluate, train, Dataset, Identity, Split, TrainConfig};
@@ -106,7 +107,7 @@ fn two_adamw_steps_with_clipping_match_pytorch() {
         .collect();
     write_safetensors(&init, init_tensors, None).unwrap();
     let device = Default::default();
-    let mut head = load_head::<A>(&config, &init, &device).unwrap();
+    let mut head = load_head::<A>(&init, &config, &device).unwrap();
     let ds = dataset(
         t["x"].0.clone(),
         t["y"].0.clone(),

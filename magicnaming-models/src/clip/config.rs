@@ -234,8 +234,11 @@ impl ClipVisionConfig {
     pub fn from_json_value(root: &Value, path: &Path) -> crate::Result<Self> {
         let sec = section(root, "vision_config", path)?;
         let mut merged = merge(vision_defaults(), sec, path)?;
-        // A full CLIPConfig keeps projection_dim at the top level.
-        if !sec.contains_key("projection_dim") {
+        // A full CLIPConfig keeps projection_dim at the top level, and CLIPModel's
+        // visual_projection uses that one even when vision_config has its own (transformers
+        // 5 writes the CLIPVisionConfig default, 512, there).
+        let full = root.get("vision_config").is_some_and(Value::is_object);
+        if full || !sec.contains_key("projection_dim") {
             if let Some(p) = root.get("projection_dim").filter(|v| !v.is_null()) {
                 merged["projection_dim"] = p.clone();
             }

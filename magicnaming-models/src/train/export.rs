@@ -1,88 +1,67 @@
-//! The trained encoder folder: `config.json` (towers, head configuration, dims) and
-//! `head.safetensors` (PyTorch layout: `layers.N.weight` `[out, in]`, `layers.N.bias`).
-use std::path::Path;
+//! The trained encoder folder, in the format `NameEncoder::load` reads
+//! (`config.json` + `head.safetensors`, see [`crate::name_encoder`]), with the towers
+//! the dataset was embedded with.
+use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
-use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
-use magicnaming_core::{NameHead, NameHeadConfig};
-use serde_json::json;
+use magicnaming_core::NameHead;
 
 use super::dataset::Dataset;
-use super::trainer::TrainConfig;
+use super::trainer::{head_config, TrainConfig};
+use crate::name_encoder::{head_to_safetensors_bytes, NameEncoderConfig, TowerRef};
 use crate::{ModelError, Result};
 
-/// Format tag of an encoder's `config.json`.
-pub const ENCODER_FORMAT: &str = "magicnaming-encoder";
+/// Tower path written when a dataset records none (synthetic data): loading such an
+/// encoder for images fails on this path, by name.
+pub const NO_TOWER: &str = "(no tower: the dataset was not embedded from images)";
 
 /// Writes `head.safetensors` atomically.
 pub fn save_head<B: Backend>(head: &NameHead<B>, path: &Path) -> Result<()> {
-    let mut store = SafetensorsStore::from_bytes(None).with_to_adapter(BurnToPyTorchAdapter);
-    head.save_into(&mut store)
-        .map_err(|e| ModelError::weights(path, e.to_string()))?;
-    let bytes = store
-        .get_bytes()
-        .map_err(|e| ModelError::weights(path, e.to_string()))?;
-    Ok(magicnaming_core::write_atomic(path, &bytes)?)
+    Ok(magicnaming_core::write_atomic(
+        path,
+        &head_to_safetensors_bytes(head)?,
+    )?)
 }
 
-/// Loads `head.safetensors` into a head built from `config`; every tensor must match.
-pub fn load_head<B: Backend>(
-    config: &NameHeadConfig,
-    path: &Path,
-    device: &B::Device,
-) -> Result<NameHead<B>> {
-    let mut head = config.init::<B>(device)?;
-    let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
-    let mut store =
-        SafetensorsStore::from_bytes(Some(bytes)).with_from_adapter(PyTorchToBurnAdapter);
-    let result = head
-        .load_from(&mut store)
-        .map_err(|e| ModelError::weights(path, e.to_string()))?;
-    if !result.errors.is_empty() || !result.missing.is_empty() || !result.unused.is_empty() {
-        return Err(ModelError::weights(
-            path,
-            format!(
-                "head does not match its configuration: errors {:?}, missing {:?}, unused {:?}",
-                result
-                    .errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>(),
-                result.missing.iter().map(|(p, _)| p).collect::<Vec<_>>(),
-                result.unused
-            ),
-        ));
-    }
-    Ok(head)
+fn tower(dataset: &Dataset, key: &str) -> TowerRef {
+    let path = dataset
+        .index
+        .source
+        .get(key)
+        .and_then(|v| v.as_str())
+        .unwrap_or(NO_TOWER);
+    TowerRef::path(PathBuf::from(path))
 }
 
 /// Writes the encoder folder `out` (config.json + head.safetensors) for a head trained
-/// on `dataset`; the towers are the ones the dataset was embedded with.
+/// on `dataset`.
 pub fn write_encoder<B: Backend>(
     out: &Path,
     head: &NameHead<B>,
     dataset: &Dataset,
     train: &TrainConfig,
 ) -> Result<()> {
+    let dims: [usize; 2] = dataset
+        .index
+        .embed_dims
+        .as_slice()
+        .try_into()
+        .map_err(|_| {
+            ModelError::InvalidInput(format!(
+                "an encoder has two towers; the dataset has embed_dims {:?}",
+                dataset.index.embed_dims
+            ))
+        })?;
     save_head(head, &out.join("head.safetensors"))?;
-    let src = &dataset.index.source;
-    let config = json!({
-        "format": ENCODER_FORMAT,
-        "tower_l": src.get("tower_l").cloned().unwrap_or(serde_json::Value::Null),
-        "tower_g": src.get("tower_g").cloned().unwrap_or(serde_json::Value::Null),
-        "head": {
-            "input_dim": dataset.embed_dim(),
-            "hidden_dims": train.hidden_dims,
-            "activation": train.activation,
-            "num_tokens": dataset.index.num_tokens,
-            "token_dim": dataset.index.token_dim,
-        },
-        "num_tokens": dataset.index.num_tokens,
-        "token_dim": dataset.index.token_dim,
-        "image_embed_dims": dataset.index.embed_dims,
-        "trained_on": dataset.dir.display().to_string(),
-    });
-    let bytes = serde_json::to_vec_pretty(&config).expect("serialises");
+    let config = NameEncoderConfig {
+        tower_l: tower(dataset, "tower_l"),
+        tower_g: tower(dataset, "tower_g"),
+        head: head_config(train, dataset),
+        image_embed_dims: dims,
+    };
+    let mut json = config.to_json();
+    json["trained_on"] = dataset.dir.display().to_string().into();
+    let bytes = serde_json::to_vec_pretty(&json).expect("serialises");
     Ok(magicnaming_core::write_atomic(
         &out.join("config.json"),
         &bytes,

@@ -7,8 +7,11 @@
 //! After loading, missing keys, unused keys and shape mismatches are errors that name
 //! the keys.
 pub mod clip_text;
+pub mod clip_vision;
+pub mod clip_vision_arch;
 pub mod unet;
 pub mod vae;
+pub mod write;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
