@@ -80,7 +80,7 @@ fn not_compiled(name: &str) -> Result<()> {
 
 /// Runs `job` on the backend `device` names.
 pub fn dispatch<J: Job>(device: &DeviceArg, job: J) -> Result<()> {
-    log::info!("device: {device:?}");
+    log::debug!("device: {device:?}");
     match device {
         DeviceArg::Cpu => {
             #[cfg(feature = "ndarray")]

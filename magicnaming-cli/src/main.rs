@@ -3,6 +3,8 @@
 //! Every command that runs a network takes `--device cpu|wgpu[:N]|cuda[:N]` among the
 //! backends compiled in (cargo features `ndarray` (default), `wgpu`, `cuda`).
 mod device;
+mod generate_cmd;
+mod image_cmds;
 mod name_cmds;
 mod tensors;
 mod text_cmds;
@@ -33,6 +35,10 @@ struct Cli {
 enum Command {
     /// Encode a prompt as SDXL does; with --name, the name-prepended embeddings.
     EncodePrompt(text_cmds::EncodePromptArgs),
+    /// Generate an image with SDXL; with --name, of that person.
+    Generate(generate_cmd::GenerateArgs),
+    /// Embed an image with one CLIP image tower.
+    EmbedImage(image_cmds::EmbedImageArgs),
     /// Make, mix and inspect name embeddings.
     #[command(subcommand)]
     Name(NameCommand),
@@ -48,6 +54,8 @@ enum Command {
 enum NameCommand {
     /// Text-code a (celebrity's) name: the 8 token vectors after the start token.
     FromText(text_cmds::FromTextArgs),
+    /// Predict a name from photo(s) of a person with a trained encoder.
+    FromImage(image_cmds::FromImageArgs),
     /// Interpolate two names (linear, or spherical with --slerp).
     Mix(name_cmds::MixArgs),
     /// Print a name file's shape and provenance.
@@ -75,6 +83,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::EncodePrompt(args) => dispatch(&device, args),
         Command::Name(NameCommand::FromText(args)) => dispatch(&device, args),
         Command::Name(NameCommand::Mix(args)) => dispatch(&device, args),
+        Command::Name(NameCommand::FromImage(args)) => dispatch(&device, args),
+        Command::Generate(args) => dispatch(&device, args),
+        Command::EmbedImage(args) => dispatch(&device, args),
         Command::Name(NameCommand::Info { file }) => {
             dispatch(&device, name_cmds::InfoArgs { file })
         }

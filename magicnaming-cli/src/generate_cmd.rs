@@ -1,0 +1,137 @@
+//! `generate`: an image from a prompt, with a name when given.
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use clap::Args;
+use magicnaming_core::NameEmbedding;
+use magicnaming_models::schedulers::SchedulerKind;
+use magicnaming_models::sdxl::png::save_png;
+use magicnaming_models::sdxl::{GenerateOptions, SdxlPipeline, SdxlSource};
+
+use crate::device::Job;
+use crate::tensors::{load_f32, save_raw};
+
+/// Arguments of `generate`.
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// SDXL model: diffusers folder or single-file .safetensors checkpoint.
+    #[arg(long)]
+    model: PathBuf,
+    /// Diffusers-style folder of configurations (for non-standard sizes).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The prompt.
+    #[arg(long)]
+    prompt: String,
+    /// Negative prompt (none: zero embeddings, as SDXL base asks).
+    #[arg(long)]
+    negative_prompt: Option<String>,
+    /// Name to prepend (NAME.safetensors).
+    #[arg(long)]
+    name: Option<PathBuf>,
+    /// Denoising steps.
+    #[arg(long, default_value_t = 30)]
+    steps: usize,
+    /// Classifier-free guidance scale.
+    #[arg(long, default_value_t = 5.0)]
+    guidance: f64,
+    /// Width in pixels (multiple of 8).
+    #[arg(long, default_value_t = 1024)]
+    width: usize,
+    /// Height in pixels (multiple of 8).
+    #[arg(long, default_value_t = 1024)]
+    height: usize,
+    /// Seed of the initial latents and stochastic schedulers.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// euler, euler-a, ddim or dpmpp-2m-karras.
+    #[arg(long, default_value = "euler")]
+    scheduler: String,
+    /// Initial latents (tensor `latents` [1, 4, H/8, W/8]), as diffusers' `latents=`.
+    #[arg(long)]
+    init_latents: Option<PathBuf>,
+    /// Also save the final latents before the VAE (tensor `latents`).
+    #[arg(long)]
+    save_latents: Option<PathBuf>,
+    /// Output PNG.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+impl Job for GenerateArgs {
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        // Checks that need no model, before any work.
+        if self.width == 0 || self.height == 0 || self.width % 8 != 0 || self.height % 8 != 0 {
+            bail!("--width {} / --height {}: must be positive multiples of 8", self.width, self.height);
+        }
+        if self.steps == 0 {
+            bail!("--steps must be at least 1");
+        }
+        let scheduler: SchedulerKind = self.scheduler.parse()?;
+        let name = match &self.name {
+            Some(p) => Some(NameEmbedding::<B>::load(p, &device)?),
+            None => None,
+        };
+        let init_latents = match &self.init_latents {
+            Some(p) => {
+                let (values, shape) = load_f32(p, "latents", 4)?;
+                let shape: [usize; 4] = shape.try_into().expect("rank checked");
+                Some(Tensor::<B, 4>::from_data(TensorData::new(values, shape), &device))
+            }
+            None => None,
+        };
+        let source = SdxlSource::from_path(&self.model, self.config.as_deref())?;
+        let pipeline = SdxlPipeline::<B>::load(&source, &device).with_context(|| format!("loading {}", self.model.display()))?;
+        let mut options = GenerateOptions::new(self.prompt.clone());
+        options.negative_prompt = self.negative_prompt.clone();
+        options.name = name;
+        options.steps = self.steps;
+        options.guidance = self.guidance;
+        options.width = self.width;
+        options.height = self.height;
+        options.seed = self.seed;
+        options.scheduler = Some(scheduler);
+        options.init_latents = init_latents;
+        pipeline.check(&options).with_context(|| {
+            let mut what = String::from("checking the request");
+            if let Some(p) = &self.init_latents {
+                what += &format!(" (--init-latents {})", p.display());
+            }
+            if let Some(p) = &self.name {
+                what += &format!(" (--name {})", p.display());
+            }
+            what
+        })?;
+        let started = std::time::Instant::now();
+        let out = pipeline.generate(&options, &mut |done, total| {
+            let _ = write!(std::io::stderr(), "\rdenoising {done}/{total} ({:.1}s)", started.elapsed().as_secs_f64());
+            if done == total {
+                let _ = writeln!(std::io::stderr());
+            }
+        })?;
+        if let Some(p) = &self.save_latents {
+            let shape = out.latents.dims().to_vec();
+            let bytes = out.latents.clone().into_data().iter::<f32>().flat_map(|v| v.to_le_bytes()).collect();
+            save_raw(p, vec![("latents".into(), shape, bytes)], &[("prompt", self.prompt.clone())])?;
+        }
+        let mut text = vec![
+            ("prompt", self.prompt.clone()),
+            ("negative_prompt", self.negative_prompt.clone().unwrap_or_default()),
+            ("seed", self.seed.to_string()),
+            ("steps", self.steps.to_string()),
+            ("guidance", self.guidance.to_string()),
+            ("scheduler", scheduler.name().to_string()),
+            ("model", self.model.display().to_string()),
+            ("software", format!("magicnaming {}", env!("CARGO_PKG_VERSION"))),
+        ];
+        if let Some(p) = &self.name {
+            text.push(("name", p.display().to_string()));
+        }
+        save_png(&self.out, out.image, &text)?;
+        log::info!("wrote {}", self.out.display());
+        Ok(())
+    }
+}

@@ -1,0 +1,240 @@
+//! The SDXL text-to-image pipeline with name prepending: diffusers'
+//! `StableDiffusionXLPipeline.__call__`, plus MagicNaming's NP step. It only
+//! orchestrates; every network lives in its own module.
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Tensor, TensorData};
+use magicnaming_core::{prepend, NameEmbedding};
+
+use super::source::SdxlSource;
+use super::text_encoders::SdxlTextEncoders;
+use crate::schedulers::{SchedulerConfig, SchedulerKind};
+use crate::unet::UNet2DConditionModel;
+use crate::vae::AutoencoderKL;
+use crate::{ModelError, Result};
+
+/// What to generate. Defaults are SDXL base's (30 steps, guidance 5.0, 1024 x 1024,
+/// Euler).
+#[derive(Debug, Clone)]
+pub struct GenerateOptions<B: Backend> {
+    /// The prompt.
+    pub prompt: String,
+    /// The negative prompt; `None` gives zeros when the model says
+    /// `force_zeros_for_empty_prompt` (as diffusers).
+    pub negative_prompt: Option<String>,
+    /// A name to prepend to the prompt embeddings (METHOD.md (c)).
+    pub name: Option<NameEmbedding<B>>,
+    /// Denoising steps.
+    pub steps: usize,
+    /// Classifier-free guidance scale (no guidance at <= 1).
+    pub guidance: f64,
+    /// Image width in pixels.
+    pub width: usize,
+    /// Image height in pixels.
+    pub height: usize,
+    /// Seed of the initial latents and of stochastic schedulers.
+    pub seed: u64,
+    /// Scheduler; `None` uses the model's own.
+    pub scheduler: Option<SchedulerKind>,
+    /// Initial latents `[1, C, H/f, W/f]`, treated like diffusers' `latents=`
+    /// (multiplied by the scheduler's initial noise sigma).
+    pub init_latents: Option<Tensor<B, 4>>,
+    /// Noise for each step of a stochastic scheduler (as diffusers drew it); drawn from
+    /// the seeded generator when `None`.
+    pub step_noise: Option<Vec<Tensor<B, 4>>>,
+    /// SDXL micro-conditioning `(height, width)`; the image size when `None`.
+    pub original_size: Option<(usize, usize)>,
+    /// SDXL micro-conditioning crop top-left `(top, left)`.
+    pub crop_top_left: (usize, usize),
+    /// SDXL micro-conditioning `(height, width)`; the image size when `None`.
+    pub target_size: Option<(usize, usize)>,
+}
+
+impl<B: Backend> GenerateOptions<B> {
+    /// SDXL base's defaults for `prompt`.
+    pub fn new(prompt: impl Into<String>) -> Self {
+        Self {
+            prompt: prompt.into(),
+            negative_prompt: None,
+            name: None,
+            steps: 30,
+            guidance: 5.0,
+            width: 1024,
+            height: 1024,
+            seed: 0,
+            scheduler: None,
+            init_latents: None,
+            step_noise: None,
+            original_size: None,
+            crop_top_left: (0, 0),
+            target_size: None,
+        }
+    }
+}
+
+/// What the pipeline returns.
+#[derive(Debug, Clone)]
+pub struct GenerateOutput<B: Backend> {
+    /// Final latents before the VAE, `[1, C, H/f, W/f]`.
+    pub latents: Tensor<B, 4>,
+    /// Decoded image in `[0, 1]`, `[1, 3, H, W]`.
+    pub image: Tensor<B, 4>,
+}
+
+/// SDXL: text encoders, UNet, VAE and the scheduler configuration.
+#[derive(Debug)]
+pub struct SdxlPipeline<B: Backend> {
+    /// Tokenizers and text encoders.
+    pub text: SdxlTextEncoders<B>,
+    /// The denoiser.
+    pub unet: UNet2DConditionModel<B>,
+    /// The autoencoder.
+    pub vae: AutoencoderKL<B>,
+    /// `scheduler/scheduler_config.json` (SDXL base's for a single file without one).
+    pub scheduler_config: SchedulerConfig,
+}
+
+impl<B: Backend> SdxlPipeline<B> {
+    /// Loads every component of a diffusers folder or single-file checkpoint.
+    pub fn load(source: &SdxlSource, device: &B::Device) -> Result<Self> {
+        let scheduler_config = match source.component_file("scheduler", "scheduler_config.json") {
+            Some(p) => SchedulerConfig::from_file(&p)?,
+            None => {
+                if let SdxlSource::Diffusers { root, .. } = source {
+                    return Err(ModelError::MissingFile {
+                        path: root.join("scheduler/scheduler_config.json"),
+                        what: "the scheduler configuration".into(),
+                    });
+                }
+                SchedulerConfig::sdxl_base()
+            }
+        };
+        let pipeline = Self {
+            text: SdxlTextEncoders::load(source, device)?,
+            unet: UNet2DConditionModel::load(source, device)?,
+            vae: AutoencoderKL::load(source, device)?,
+            scheduler_config,
+        };
+        let (unet_d, text_d) = (pipeline.unet.config().cross_attention_dim[0], pipeline.text.token_dim());
+        if unet_d != text_d {
+            return Err(ModelError::config(
+                source.display_path(),
+                format!("the UNet's cross_attention_dim {unet_d} differs from the text encoders' width {text_d}"),
+            ));
+        }
+        Ok(pipeline)
+    }
+
+    /// Pixels per latent cell (8 for SDXL).
+    pub fn vae_scale_factor(&self) -> usize {
+        self.vae.config().downscale_factor()
+    }
+
+    /// Checks `options` before any work: sizes, steps, guidance, latents and name shapes.
+    pub fn check(&self, options: &GenerateOptions<B>) -> Result<()> {
+        let bad = |m: String| Err(ModelError::InvalidInput(m));
+        let f = self.vae_scale_factor().max(8);
+        if options.width == 0 || options.height == 0 || options.width % f != 0 || options.height % f != 0 {
+            return bad(format!("width {} and height {} must be positive multiples of {f}", options.width, options.height));
+        }
+        if options.steps == 0 {
+            return bad("steps must be at least 1".into());
+        }
+        if !options.guidance.is_finite() {
+            return bad(format!("guidance must be finite, got {}", options.guidance));
+        }
+        let shape = self.latent_shape(options);
+        if let Some(l) = &options.init_latents {
+            if l.dims() != shape {
+                return bad(format!("init latents have shape {:?}, expected {shape:?} for {}x{}", l.dims(), options.width, options.height));
+            }
+        }
+        if let Some(n) = &options.name {
+            if n.dim() != self.text.token_dim() {
+                return bad(format!("the name has {}-d tokens, the model's prompt embeddings are {}-d", n.dim(), self.text.token_dim()));
+            }
+        }
+        if let Some(noise) = &options.step_noise {
+            if noise.len() < options.steps || noise.iter().any(|n| n.dims() != shape) {
+                return bad(format!("step noise: expected {} tensors of shape {shape:?}", options.steps));
+            }
+        }
+        Ok(())
+    }
+
+    fn latent_shape(&self, options: &GenerateOptions<B>) -> [usize; 4] {
+        let f = self.vae_scale_factor();
+        [1, self.unet.config().in_channels, options.height / f, options.width / f]
+    }
+
+    /// Runs the pipeline; `progress(done, total)` is called after each step.
+    pub fn generate(&self, options: &GenerateOptions<B>, progress: &mut dyn FnMut(usize, usize)) -> Result<GenerateOutput<B>> {
+        self.check(options)?;
+        let device = self.text.text_encoder.final_layer_norm.gamma.device();
+        let cfg = options.guidance > 1.0;
+
+        // 1. Encode the prompt and the negative prompt.
+        let positive = self.text.encode_prompt(&[&options.prompt])?;
+        let negative_texts = options.negative_prompt.as_deref().map(|n| [n]);
+        let negative = self.text.encode_negative_prompt(negative_texts.as_ref().map(|n| &n[..]), 1)?;
+
+        // 2. Prepend the name to the prompt embeddings (not to the negative ones).
+        let prompt_embeds = match &options.name {
+            Some(name) => prepend(positive.prompt_embeds, name)?,
+            None => positive.prompt_embeds,
+        };
+
+        // 3. Timesteps.
+        let mut scheduler = self.scheduler_config.build::<B>(options.scheduler)?;
+        scheduler.set_timesteps(options.steps)?;
+        let timesteps = scheduler.timesteps().to_vec();
+
+        // 4. Initial latents.
+        B::seed(&device, options.seed);
+        let shape = self.latent_shape(options);
+        let latents = match &options.init_latents {
+            Some(l) => l.clone(),
+            None => Tensor::random(shape, Distribution::Normal(0.0, 1.0), &device),
+        };
+        let mut latents = latents.mul_scalar(scheduler.init_noise_sigma());
+
+        // 5. Added time ids: (original size, crop top-left, target size), (h, w) order.
+        let size = (options.height, options.width);
+        let (oh, ow) = options.original_size.unwrap_or(size);
+        let (th, tw) = options.target_size.unwrap_or(size);
+        let (ct, cl) = options.crop_top_left;
+        let ids: Vec<f32> = [oh, ow, ct, cl, th, tw].iter().map(|&v| v as f32).collect();
+        let time_ids = Tensor::<B, 2>::from_data(TensorData::new(ids, [1, 6]), &device);
+        let (encoder_states, text_embeds, time_ids) = if cfg {
+            (
+                Tensor::cat(vec![negative.prompt_embeds, prompt_embeds], 0),
+                Tensor::cat(vec![negative.pooled_prompt_embeds, positive.pooled_prompt_embeds], 0),
+                Tensor::cat(vec![time_ids.clone(), time_ids], 0),
+            )
+        } else {
+            (prompt_embeds, positive.pooled_prompt_embeds, time_ids)
+        };
+
+        // 6. Denoising loop with classifier-free guidance.
+        for (i, &t) in timesteps.iter().enumerate() {
+            let input = if cfg { Tensor::cat(vec![latents.clone(), latents.clone()], 0) } else { latents.clone() };
+            let input = scheduler.scale_model_input(input, i)?;
+            let noise_pred = self.unet.forward(input, t, encoder_states.clone(), text_embeds.clone(), time_ids.clone())?;
+            let noise_pred = if cfg {
+                let [_, c, h, w] = noise_pred.dims();
+                let uncond = noise_pred.clone().slice([0..1, 0..c, 0..h, 0..w]);
+                let text = noise_pred.slice([1..2, 0..c, 0..h, 0..w]);
+                uncond.clone() + (text - uncond).mul_scalar(options.guidance)
+            } else {
+                noise_pred
+            };
+            let noise = options.step_noise.as_ref().map(|n| n[i].clone());
+            latents = scheduler.step(noise_pred, i, latents, noise)?;
+            progress(i + 1, timesteps.len());
+        }
+
+        // 7. Decode.
+        let image = self.vae.decode(self.vae.unscale_latents(latents.clone()))?;
+        let image = (image.mul_scalar(0.5).add_scalar(0.5)).clamp(0.0, 1.0);
+        Ok(GenerateOutput { latents, image })
+    }
+}
