@@ -65,7 +65,11 @@ impl Job for GenerateArgs {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         // Checks that need no model, before any work.
         if self.width == 0 || self.height == 0 || self.width % 8 != 0 || self.height % 8 != 0 {
-            bail!("--width {} / --height {}: must be positive multiples of 8", self.width, self.height);
+            bail!(
+                "--width {} / --height {}: must be positive multiples of 8",
+                self.width,
+                self.height
+            );
         }
         if self.steps == 0 {
             bail!("--steps must be at least 1");
@@ -79,12 +83,16 @@ impl Job for GenerateArgs {
             Some(p) => {
                 let (values, shape) = load_f32(p, "latents", 4)?;
                 let shape: [usize; 4] = shape.try_into().expect("rank checked");
-                Some(Tensor::<B, 4>::from_data(TensorData::new(values, shape), &device))
+                Some(Tensor::<B, 4>::from_data(
+                    TensorData::new(values, shape),
+                    &device,
+                ))
             }
             None => None,
         };
         let source = SdxlSource::from_path(&self.model, self.config.as_deref())?;
-        let pipeline = SdxlPipeline::<B>::load(&source, &device).with_context(|| format!("loading {}", self.model.display()))?;
+        let pipeline = SdxlPipeline::<B>::load(&source, &device)
+            .with_context(|| format!("loading {}", self.model.display()))?;
         let mut options = GenerateOptions::new(self.prompt.clone());
         options.negative_prompt = self.negative_prompt.clone();
         options.name = name;
@@ -107,25 +115,45 @@ impl Job for GenerateArgs {
         })?;
         let started = std::time::Instant::now();
         let out = pipeline.generate(&options, &mut |done, total| {
-            let _ = write!(std::io::stderr(), "\rdenoising {done}/{total} ({:.1}s)", started.elapsed().as_secs_f64());
+            let _ = write!(
+                std::io::stderr(),
+                "\rdenoising {done}/{total} ({:.1}s)",
+                started.elapsed().as_secs_f64()
+            );
             if done == total {
                 let _ = writeln!(std::io::stderr());
             }
         })?;
         if let Some(p) = &self.save_latents {
             let shape = out.latents.dims().to_vec();
-            let bytes = out.latents.clone().into_data().iter::<f32>().flat_map(|v| v.to_le_bytes()).collect();
-            save_raw(p, vec![("latents".into(), shape, bytes)], &[("prompt", self.prompt.clone())])?;
+            let bytes = out
+                .latents
+                .clone()
+                .into_data()
+                .iter::<f32>()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            save_raw(
+                p,
+                vec![("latents".into(), shape, bytes)],
+                &[("prompt", self.prompt.clone())],
+            )?;
         }
         let mut text = vec![
             ("prompt", self.prompt.clone()),
-            ("negative_prompt", self.negative_prompt.clone().unwrap_or_default()),
+            (
+                "negative_prompt",
+                self.negative_prompt.clone().unwrap_or_default(),
+            ),
             ("seed", self.seed.to_string()),
             ("steps", self.steps.to_string()),
             ("guidance", self.guidance.to_string()),
             ("scheduler", scheduler.name().to_string()),
             ("model", self.model.display().to_string()),
-            ("software", format!("magicnaming {}", env!("CARGO_PKG_VERSION"))),
+            (
+                "software",
+                format!("magicnaming {}", env!("CARGO_PKG_VERSION")),
+            ),
         ];
         if let Some(p) = &self.name {
             text.push(("name", p.display().to_string()));

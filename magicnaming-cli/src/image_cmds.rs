@@ -28,7 +28,11 @@ impl Job for EmbedImageArgs {
         let tower = ClipVisionTower::<B>::load(&self.tower, &device)?;
         let embedding = tower.embed_image_file(&self.image)?;
         embedding.save(&self.out)?;
-        log::info!("wrote {} (image_embeds {:?})", self.out.display(), embedding.image_embeds.dims());
+        log::info!(
+            "wrote {} (image_embeds {:?})",
+            self.out.display(),
+            embedding.image_embeds.dims()
+        );
         Ok(())
     }
 }
@@ -57,13 +61,16 @@ impl Job for FromImageArgs {
         for s in &prediction.skipped {
             log::warn!("skipped {}: {}", s.path.display(), s.reason);
         }
-        let name = prediction
-            .names
-            .into_iter()
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("no usable image among {} given", self.image.len()))?;
+        let name =
+            prediction.names.into_iter().next().ok_or_else(|| {
+                anyhow::anyhow!("no usable image among {} given", self.image.len())
+            })?;
         name.save(&self.out)?;
-        log::info!("wrote {} from {} image(s)", self.out.display(), prediction.used.len());
+        log::info!(
+            "wrote {} from {} image(s)",
+            self.out.display(),
+            prediction.used.len()
+        );
         Ok(())
     }
 }

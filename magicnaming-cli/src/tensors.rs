@@ -29,10 +29,27 @@ pub fn save_raw(
 /// Reads one F32 tensor `name` of `path`, checking its rank.
 pub fn load_f32(path: &Path, name: &str, rank: usize) -> Result<(Vec<f32>, Vec<usize>)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not a safetensors file", path.display()))?;
-    let view = st.tensor(name).with_context(|| format!("{}: no tensor `{name}`", path.display()))?;
-    anyhow::ensure!(view.dtype() == safetensors::Dtype::F32, "{}: tensor `{name}` is {:?}, expected F32", path.display(), view.dtype());
-    anyhow::ensure!(view.shape().len() == rank, "{}: tensor `{name}` has shape {:?}, expected rank {rank}", path.display(), view.shape());
-    let values = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
+    let view = st
+        .tensor(name)
+        .with_context(|| format!("{}: no tensor `{name}`", path.display()))?;
+    anyhow::ensure!(
+        view.dtype() == safetensors::Dtype::F32,
+        "{}: tensor `{name}` is {:?}, expected F32",
+        path.display(),
+        view.dtype()
+    );
+    anyhow::ensure!(
+        view.shape().len() == rank,
+        "{}: tensor `{name}` has shape {:?}, expected rank {rank}",
+        path.display(),
+        view.shape()
+    );
+    let values = view
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     Ok((values, view.shape().to_vec()))
 }

@@ -114,7 +114,10 @@ impl<B: Backend> SdxlPipeline<B> {
             vae: AutoencoderKL::load(source, device)?,
             scheduler_config,
         };
-        let (unet_d, text_d) = (pipeline.unet.config().cross_attention_dim[0], pipeline.text.token_dim());
+        let (unet_d, text_d) = (
+            pipeline.unet.config().cross_attention_dim[0],
+            pipeline.text.token_dim(),
+        );
         if unet_d != text_d {
             return Err(ModelError::config(
                 source.display_path(),
@@ -133,8 +136,15 @@ impl<B: Backend> SdxlPipeline<B> {
     pub fn check(&self, options: &GenerateOptions<B>) -> Result<()> {
         let bad = |m: String| Err(ModelError::InvalidInput(m));
         let f = self.vae_scale_factor().max(8);
-        if options.width == 0 || options.height == 0 || options.width % f != 0 || options.height % f != 0 {
-            return bad(format!("width {} and height {} must be positive multiples of {f}", options.width, options.height));
+        if options.width == 0
+            || options.height == 0
+            || options.width % f != 0
+            || options.height % f != 0
+        {
+            return bad(format!(
+                "width {} and height {} must be positive multiples of {f}",
+                options.width, options.height
+            ));
         }
         if options.steps == 0 {
             return bad("steps must be at least 1".into());
@@ -145,17 +155,29 @@ impl<B: Backend> SdxlPipeline<B> {
         let shape = self.latent_shape(options);
         if let Some(l) = &options.init_latents {
             if l.dims() != shape {
-                return bad(format!("init latents have shape {:?}, expected {shape:?} for {}x{}", l.dims(), options.width, options.height));
+                return bad(format!(
+                    "init latents have shape {:?}, expected {shape:?} for {}x{}",
+                    l.dims(),
+                    options.width,
+                    options.height
+                ));
             }
         }
         if let Some(n) = &options.name {
             if n.dim() != self.text.token_dim() {
-                return bad(format!("the name has {}-d tokens, the model's prompt embeddings are {}-d", n.dim(), self.text.token_dim()));
+                return bad(format!(
+                    "the name has {}-d tokens, the model's prompt embeddings are {}-d",
+                    n.dim(),
+                    self.text.token_dim()
+                ));
             }
         }
         if let Some(noise) = &options.step_noise {
             if noise.len() < options.steps || noise.iter().any(|n| n.dims() != shape) {
-                return bad(format!("step noise: expected {} tensors of shape {shape:?}", options.steps));
+                return bad(format!(
+                    "step noise: expected {} tensors of shape {shape:?}",
+                    options.steps
+                ));
             }
         }
         Ok(())
@@ -163,11 +185,20 @@ impl<B: Backend> SdxlPipeline<B> {
 
     fn latent_shape(&self, options: &GenerateOptions<B>) -> [usize; 4] {
         let f = self.vae_scale_factor();
-        [1, self.unet.config().in_channels, options.height / f, options.width / f]
+        [
+            1,
+            self.unet.config().in_channels,
+            options.height / f,
+            options.width / f,
+        ]
     }
 
     /// Runs the pipeline; `progress(done, total)` is called after each step.
-    pub fn generate(&self, options: &GenerateOptions<B>, progress: &mut dyn FnMut(usize, usize)) -> Result<GenerateOutput<B>> {
+    pub fn generate(
+        &self,
+        options: &GenerateOptions<B>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<GenerateOutput<B>> {
         self.check(options)?;
         let device = self.text.text_encoder.final_layer_norm.gamma.device();
         let cfg = options.guidance > 1.0;
@@ -175,7 +206,9 @@ impl<B: Backend> SdxlPipeline<B> {
         // 1. Encode the prompt and the negative prompt.
         let positive = self.text.encode_prompt(&[&options.prompt])?;
         let negative_texts = options.negative_prompt.as_deref().map(|n| [n]);
-        let negative = self.text.encode_negative_prompt(negative_texts.as_ref().map(|n| &n[..]), 1)?;
+        let negative = self
+            .text
+            .encode_negative_prompt(negative_texts.as_ref().map(|n| &n[..]), 1)?;
 
         // 2. Prepend the name to the prompt embeddings (not to the negative ones).
         let prompt_embeds = match &options.name {
@@ -207,7 +240,10 @@ impl<B: Backend> SdxlPipeline<B> {
         let (encoder_states, text_embeds, time_ids) = if cfg {
             (
                 Tensor::cat(vec![negative.prompt_embeds, prompt_embeds], 0),
-                Tensor::cat(vec![negative.pooled_prompt_embeds, positive.pooled_prompt_embeds], 0),
+                Tensor::cat(
+                    vec![negative.pooled_prompt_embeds, positive.pooled_prompt_embeds],
+                    0,
+                ),
                 Tensor::cat(vec![time_ids.clone(), time_ids], 0),
             )
         } else {
@@ -216,9 +252,19 @@ impl<B: Backend> SdxlPipeline<B> {
 
         // 6. Denoising loop with classifier-free guidance.
         for (i, &t) in timesteps.iter().enumerate() {
-            let input = if cfg { Tensor::cat(vec![latents.clone(), latents.clone()], 0) } else { latents.clone() };
+            let input = if cfg {
+                Tensor::cat(vec![latents.clone(), latents.clone()], 0)
+            } else {
+                latents.clone()
+            };
             let input = scheduler.scale_model_input(input, i)?;
-            let noise_pred = self.unet.forward(input, t, encoder_states.clone(), text_embeds.clone(), time_ids.clone())?;
+            let noise_pred = self.unet.forward(
+                input,
+                t,
+                encoder_states.clone(),
+                text_embeds.clone(),
+                time_ids.clone(),
+            )?;
             let noise_pred = if cfg {
                 let [_, c, h, w] = noise_pred.dims();
                 let uncond = noise_pred.clone().slice([0..1, 0..c, 0..h, 0..w]);

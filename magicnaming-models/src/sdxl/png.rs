@@ -13,17 +13,39 @@ use crate::{ModelError, Result};
 pub fn to_rgb8<B: Backend>(image: Tensor<B, 4>) -> Result<(usize, usize, Vec<u8>)> {
     let [b, c, h, w] = image.dims();
     if b != 1 || c != 3 {
-        return Err(ModelError::InvalidInput(format!("expected an image [1, 3, H, W], got {:?}", image.dims())));
+        return Err(ModelError::InvalidInput(format!(
+            "expected an image [1, 3, H, W], got {:?}",
+            image.dims()
+        )));
     }
-    let hwc: Vec<f32> = image.reshape([3, h * w]).transpose().into_data().iter::<f32>().collect();
-    Ok((w, h, hwc.iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect()))
+    let hwc: Vec<f32> = image
+        .reshape([3, h * w])
+        .transpose()
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    Ok((
+        w,
+        h,
+        hwc.iter()
+            .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+            .collect(),
+    ))
 }
 
 /// Encodes RGB8 pixels as PNG with text chunks (`iTXt` when a value is not Latin-1).
-pub fn encode_png(width: usize, height: usize, rgb: &[u8], text: &[(&str, String)]) -> Result<Vec<u8>> {
+pub fn encode_png(
+    width: usize,
+    height: usize,
+    rgb: &[u8],
+    text: &[(&str, String)],
+) -> Result<Vec<u8>> {
     let err = |e: png::EncodingError| ModelError::InvalidInput(format!("PNG encoding: {e}"));
     if rgb.len() != width * height * 3 {
-        return Err(ModelError::InvalidInput(format!("{} bytes for a {width}x{height} RGB image", rgb.len())));
+        return Err(ModelError::InvalidInput(format!(
+            "{} bytes for a {width}x{height} RGB image",
+            rgb.len()
+        )));
     }
     let mut out = Vec::new();
     {
@@ -45,7 +67,14 @@ pub fn encode_png(width: usize, height: usize, rgb: &[u8], text: &[(&str, String
 }
 
 /// Saves an image `[1, 3, H, W]` in `[0, 1]` as PNG with text chunks, atomically.
-pub fn save_png<B: Backend>(path: &Path, image: Tensor<B, 4>, text: &[(&str, String)]) -> Result<()> {
+pub fn save_png<B: Backend>(
+    path: &Path,
+    image: Tensor<B, 4>,
+    text: &[(&str, String)],
+) -> Result<()> {
     let (w, h, rgb) = to_rgb8(image)?;
-    Ok(magicnaming_core::write_atomic(path, &encode_png(w, h, &rgb, text)?)?)
+    Ok(magicnaming_core::write_atomic(
+        path,
+        &encode_png(w, h, &rgb, text)?,
+    )?)
 }
