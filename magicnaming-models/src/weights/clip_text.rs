@@ -69,37 +69,7 @@ pub fn open_clip_text(file: &SafetensorsFile, prefix: &str) -> Vec<Mapped> {
                 if let Some(rest) = k.strip_prefix("ln_final.") {
                     out.push(Mapped::new(format!("final_layer_norm.{rest}"), full));
                 } else if let Some(rest) = k.strip_prefix("transformer.resblocks.") {
-                    let (layer, param) = rest.split_once('.').unwrap_or((rest, ""));
-                    let base = format!("encoder.layers.{layer}");
-                    let simple = [
-                        ("ln_1.", "layer_norm1."),
-                        ("ln_2.", "layer_norm2."),
-                        ("attn.out_proj.", "self_attn.out_proj."),
-                        ("mlp.c_fc.", "mlp.fc1."),
-                        ("mlp.c_proj.", "mlp.fc2."),
-                    ];
-                    if let Some((from, to)) =
-                        simple.iter().find(|(from, _)| param.starts_with(from))
-                    {
-                        out.push(Mapped::new(
-                            format!("{base}.{to}{}", &param[from.len()..]),
-                            full,
-                        ));
-                    } else if let Some(kind) = param
-                        .strip_prefix("attn.in_proj_")
-                        .filter(|kind| *kind == "weight" || *kind == "bias")
-                    {
-                        for (index, proj) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
-                            out.push(Mapped::with(
-                                format!("{base}.self_attn.{proj}.{kind}"),
-                                full,
-                                Transform::Chunk { index, count: 3 },
-                            ));
-                        }
-                    } else {
-                        // Unknown: kept under its own name so the load report names it.
-                        out.push(Mapped::new(format!("<unmapped>.{k}"), full));
-                    }
+                    super::clip_vision::resblock(&mut out, full, rest);
                 } else {
                     out.push(Mapped::new(format!("<unmapped>.{k}"), full));
                 }

@@ -152,8 +152,9 @@ pub fn open_clip_vision(file: &SafetensorsFile, prefix: &str) -> Vec<Mapped> {
     out
 }
 
-/// One `transformer.resblocks.` key (`rest` = `N.param`) of an open_clip transformer.
-fn resblock(out: &mut Vec<Mapped>, full: &str, rest: &str) {
+/// One `transformer.resblocks.` key (`rest` = `N.param`) of an open_clip transformer
+/// (text or vision): the shared layer table of both towers.
+pub(crate) fn resblock(out: &mut Vec<Mapped>, full: &str, rest: &str) {
     let (layer, param) = rest.split_once('.').unwrap_or((rest, ""));
     let base = format!("encoder.layers.{layer}");
     let simple = [
