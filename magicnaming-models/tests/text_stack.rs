@@ -365,3 +365,39 @@ fn missing_unused_and_misshapen_tensors_are_named() {
         "{e}"
     );
 }
+
+#[test]
+fn full_single_file_matches_the_folder() {
+    // The complete tiny SDXL as one Stability-layout checkpoint (open_clip encoder 2) with a
+    // configuration folder, tokenised with the bundled vocabulary: the same embeddings as
+    // diffusers on the folder (tools/reference/make_pipeline_fixtures.py).
+    let pipeline = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/pipeline");
+    let enc = load(
+        &pipeline.join("tiny-sdxl-single.safetensors"),
+        Some(&pipeline.join("tiny-sdxl-single-config")),
+    );
+    assert_eq!((enc.token_dim(), enc.pooled_dim()), (40, 20));
+    let reference = Reference::load("../pipeline/reference.safetensors");
+    let e = enc.encode_prompt(&["a photo of a person"]).unwrap();
+    assert_close(
+        "single-file prompt_embeds",
+        e.prompt_embeds,
+        reference.get("prompt_embeds"),
+    );
+    assert_close(
+        "single-file pooled",
+        e.pooled_prompt_embeds,
+        reference.get("pooled_prompt_embeds"),
+    );
+    let neg = enc.encode_negative_prompt(Some(&["blurry"]), 1).unwrap();
+    assert_close(
+        "single-file negative",
+        neg.prompt_embeds,
+        reference.get("negative_prompt_embeds.euler-neg"),
+    );
+    assert_close(
+        "single-file negative pooled",
+        neg.pooled_prompt_embeds,
+        reference.get("negative_pooled_prompt_embeds.euler-neg"),
+    );
+}

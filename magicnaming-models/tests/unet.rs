@@ -1,7 +1,9 @@
 //! Parity of the SDXL UNet with diffusers 0.42.1 on tiny random-weight models (fixtures by
 //! tools/reference/make_diffusion_fixtures.py): UNet A (SDXL structure, linear projections,
-//! fp32 diffusers folder) and UNet B (3 levels, conv projections, other heads and time
-//! options, fp16-only diffusers folder), each also as a single-file (LDM-key) checkpoint.
+//! fp32 diffusers folder, the `unet/` of the complete tiny SDXL folder) and UNet B (3 levels,
+//! conv projections, other heads and time options, fp16-only diffusers folder), each also as
+//! a single-file (LDM-key) checkpoint (A's is the full SDXL file of
+//! tools/reference/make_pipeline_fixtures.py).
 mod diffusion_common;
 
 use std::collections::BTreeSet;
@@ -43,11 +45,9 @@ fn check_outputs(unet: &UNet2DConditionModel<B>, reference: &str, what: &str) {
 
 #[test]
 fn embeddings_match_diffusers_timesteps() {
-    let unet = UNet2DConditionModel::<B>::load_diffusers(
-        fixtures().join("tiny-unet"),
-        &Default::default(),
-    )
-    .unwrap();
+    let unet =
+        UNet2DConditionModel::<B>::load_diffusers(tiny_sdxl().join("unet"), &Default::default())
+            .unwrap();
     let r = Reference::load("reference_unet_a.safetensors");
     let batch = r.get("sample").1[0];
     let t0: Tensor<B, 1> = Tensor::full([batch], r.get("timestep.0").0[0], &Default::default());
@@ -69,11 +69,9 @@ fn embeddings_match_diffusers_timesteps() {
 
 #[test]
 fn diffusers_folder_a_matches_diffusers() {
-    let unet = UNet2DConditionModel::<B>::load_diffusers(
-        fixtures().join("tiny-unet"),
-        &Default::default(),
-    )
-    .unwrap();
+    let unet =
+        UNet2DConditionModel::<B>::load_diffusers(tiny_sdxl().join("unet"), &Default::default())
+            .unwrap();
     let c = unet.config();
     assert_eq!(c.num_attention_heads, vec![2, 4]);
     assert_eq!(c.transformer_layers_per_block, vec![1, 2]);
@@ -101,8 +99,8 @@ fn fp16_diffusers_folder_b_matches_diffusers() {
 fn single_files_match_diffusers() {
     let device = Default::default();
     let unet = UNet2DConditionModel::<B>::load_single_file(
-        fixtures().join("tiny-sdxl-single.safetensors"),
-        Some(&fixtures().join("tiny-unet/config.json")),
+        single_file(),
+        Some(&tiny_sdxl().join("unet/config.json")),
         &device,
     )
     .unwrap();
@@ -122,15 +120,11 @@ fn loads_through_sdxl_source() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("unet")).unwrap();
     std::fs::copy(
-        fixtures().join("tiny-unet/config.json"),
+        tiny_sdxl().join("unet/config.json"),
         dir.path().join("unet/config.json"),
     )
     .unwrap();
-    let source = SdxlSource::from_path(
-        fixtures().join("tiny-sdxl-single.safetensors"),
-        Some(dir.path()),
-    )
-    .unwrap();
+    let source = SdxlSource::from_path(single_file(), Some(dir.path())).unwrap();
     let unet = UNet2DConditionModel::<B>::load(&source, &Default::default()).unwrap();
     check_outputs(
         &unet,
@@ -138,8 +132,7 @@ fn loads_through_sdxl_source() {
         "A (SdxlSource single file)",
     );
     // Without a configuration the SDXL base configuration is used: the tiny file does not fit.
-    let source =
-        SdxlSource::from_path(fixtures().join("tiny-sdxl-single.safetensors"), None).unwrap();
+    let source = SdxlSource::from_path(single_file(), None).unwrap();
     let err = UNet2DConditionModel::<B>::load(&source, &Default::default())
         .unwrap_err()
         .to_string();
@@ -166,13 +159,13 @@ fn missing_and_unused_keys_are_named() {
     let folder = dir.path().join("unet");
     std::fs::create_dir(&folder).unwrap();
     std::fs::copy(
-        fixtures().join("tiny-unet/config.json"),
+        tiny_sdxl().join("unet/config.json"),
         folder.join("config.json"),
     )
     .unwrap();
     let missing = "up_blocks.0.attentions.1.transformer_blocks.0.attn2.to_k.weight";
     corrupt(
-        &fixtures().join("tiny-unet/diffusion_pytorch_model.safetensors"),
+        &tiny_sdxl().join("unet/diffusion_pytorch_model.safetensors"),
         &folder.join("diffusion_pytorch_model.safetensors"),
         missing,
         "up_blocks.0.attentions.1.extra.weight",
@@ -190,7 +183,7 @@ fn missing_and_unused_keys_are_named() {
     // single file
     let file = dir.path().join("single.safetensors");
     corrupt(
-        &fixtures().join("tiny-sdxl-single.safetensors"),
+        &single_file(),
         &file,
         "model.diffusion_model.output_blocks.2.2.conv.weight",
         "model.diffusion_model.output_blocks.9.0.in_layers.0.weight",
@@ -213,7 +206,7 @@ fn missing_and_unused_keys_are_named() {
 
     // a file without a UNet
     let err = UNet2DConditionModel::<B>::load_single_file(
-        fixtures().join("tiny-unet/diffusion_pytorch_model.safetensors"),
+        tiny_sdxl().join("unet/diffusion_pytorch_model.safetensors"),
         None,
         &device,
     )
@@ -225,7 +218,7 @@ fn missing_and_unused_keys_are_named() {
 #[test]
 fn unsupported_configurations_are_rejected_by_name() {
     let base: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("tiny-unet/config.json")).unwrap(),
+        &std::fs::read_to_string(tiny_sdxl().join("unet/config.json")).unwrap(),
     )
     .unwrap();
     let cases = [
@@ -261,11 +254,9 @@ fn unsupported_configurations_are_rejected_by_name() {
 
 #[test]
 fn invalid_inputs_are_errors() {
-    let unet = UNet2DConditionModel::<B>::load_diffusers(
-        fixtures().join("tiny-unet"),
-        &Default::default(),
-    )
-    .unwrap();
+    let unet =
+        UNet2DConditionModel::<B>::load_diffusers(tiny_sdxl().join("unet"), &Default::default())
+            .unwrap();
     let d = Default::default();
     let call = |s: [usize; 4], e: [usize; 3], t: [usize; 2], ids: [usize; 2]| {
         unet.forward(

@@ -1,6 +1,8 @@
 //! Parity of the SDXL VAE (`AutoencoderKL`) with diffusers 0.42.1 on a tiny random-weight
 //! model (fixtures by tools/reference/make_diffusion_fixtures.py), loaded from a diffusers
-//! folder (current and old attention names) and from a single-file (LDM-key) checkpoint.
+//! folder (current and old attention names; the current one is the `vae/` of the complete
+//! tiny SDXL folder) and from the full single-file (LDM-key) SDXL checkpoint of
+//! tools/reference/make_pipeline_fixtures.py.
 mod diffusion_common;
 
 use std::collections::BTreeSet;
@@ -36,8 +38,8 @@ fn check(vae: &AutoencoderKL<B>, what: &str) {
 
 #[test]
 fn diffusers_folder_matches_diffusers() {
-    let vae = AutoencoderKL::<B>::load_diffusers(fixtures().join("tiny-vae"), &Default::default())
-        .unwrap();
+    let vae =
+        AutoencoderKL::<B>::load_diffusers(tiny_sdxl().join("vae"), &Default::default()).unwrap();
     assert_eq!(vae.scaling_factor(), 0.13025);
     assert_eq!(vae.config().downscale_factor(), 4);
     check(&vae, "diffusers");
@@ -54,8 +56,8 @@ fn legacy_attention_names_load() {
 #[test]
 fn single_file_matches_diffusers() {
     let vae = AutoencoderKL::<B>::load_single_file(
-        fixtures().join("tiny-sdxl-single.safetensors"),
-        Some(&fixtures().join("tiny-vae/config.json")),
+        single_file(),
+        Some(&tiny_sdxl().join("vae/config.json")),
         &Default::default(),
     )
     .unwrap();
@@ -76,12 +78,12 @@ fn missing_and_unused_keys_are_named() {
     let folder = dir.path().join("vae");
     std::fs::create_dir(&folder).unwrap();
     std::fs::copy(
-        fixtures().join("tiny-vae/config.json"),
+        tiny_sdxl().join("vae/config.json"),
         folder.join("config.json"),
     )
     .unwrap();
     corrupt(
-        &fixtures().join("tiny-vae/diffusion_pytorch_model.safetensors"),
+        &tiny_sdxl().join("vae/diffusion_pytorch_model.safetensors"),
         &folder.join("diffusion_pytorch_model.safetensors"),
         "decoder.mid_block.attentions.0.to_v.bias",
         "decoder.mid_block.attentions.0.extra.weight",
@@ -101,7 +103,7 @@ fn missing_and_unused_keys_are_named() {
 
     let file = dir.path().join("single.safetensors");
     corrupt(
-        &fixtures().join("tiny-sdxl-single.safetensors"),
+        &single_file(),
         &file,
         "first_stage_model.decoder.up.0.block.0.nin_shortcut.weight",
         "first_stage_model.decoder.up.7.block.0.norm1.weight",
@@ -136,14 +138,14 @@ fn scaling_comes_from_the_configuration() {
     let device = Default::default();
     let dir = tempfile::tempdir().unwrap();
     let mut config: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("tiny-vae/config.json")).unwrap(),
+        &std::fs::read_to_string(tiny_sdxl().join("vae/config.json")).unwrap(),
     )
     .unwrap();
     config["scaling_factor"] = serde_json::json!(0.5);
     config["shift_factor"] = serde_json::json!(0.25);
     std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
     std::fs::copy(
-        fixtures().join("tiny-vae/diffusion_pytorch_model.safetensors"),
+        tiny_sdxl().join("vae/diffusion_pytorch_model.safetensors"),
         dir.path().join("diffusion_pytorch_model.safetensors"),
     )
     .unwrap();
@@ -196,8 +198,8 @@ fn scaling_comes_from_the_configuration() {
 
 #[test]
 fn invalid_inputs_are_errors() {
-    let vae = AutoencoderKL::<B>::load_diffusers(fixtures().join("tiny-vae"), &Default::default())
-        .unwrap();
+    let vae =
+        AutoencoderKL::<B>::load_diffusers(tiny_sdxl().join("vae"), &Default::default()).unwrap();
     let d = Default::default();
     assert!(vae.decode(Tensor::zeros([1, 3, 4, 4], &d)).is_err());
     assert!(vae.encode(Tensor::zeros([1, 4, 8, 8], &d)).is_err());
@@ -252,7 +254,7 @@ fn loads_through_sdxl_source() {
     std::fs::create_dir(root.path().join("vae")).unwrap();
     for f in ["config.json", "diffusion_pytorch_model.safetensors"] {
         std::fs::copy(
-            fixtures().join("tiny-vae").join(f),
+            tiny_sdxl().join("vae").join(f),
             root.path().join("vae").join(f),
         )
         .unwrap();
@@ -266,15 +268,11 @@ fn loads_through_sdxl_source() {
     let config = tempfile::tempdir().unwrap();
     std::fs::create_dir(config.path().join("vae")).unwrap();
     std::fs::copy(
-        fixtures().join("tiny-vae/config.json"),
+        tiny_sdxl().join("vae/config.json"),
         config.path().join("vae/config.json"),
     )
     .unwrap();
-    let source = SdxlSource::from_path(
-        fixtures().join("tiny-sdxl-single.safetensors"),
-        Some(config.path()),
-    )
-    .unwrap();
+    let source = SdxlSource::from_path(single_file(), Some(config.path())).unwrap();
     check(
         &AutoencoderKL::load(&source, &device).unwrap(),
         "SdxlSource single file",

@@ -5,25 +5,29 @@ Run from the repository root with the pinned venv (see tools/reference/README.md
 
     python tools/reference/make_diffusion_fixtures.py
 
-Writes everything to tests/fixtures/diffusion/ (overwriting). Deterministic: all random
-weights and inputs come from seeded torch generators; no network, no model downloads.
+Writes tests/fixtures/diffusion/ (deleted and rewritten) and the unet/ and vae/ components of
+the complete tiny SDXL folder tests/fixtures/text/tiny-sdxl/ (only those two sub-folders are
+replaced; make_text_fixtures.py writes the rest, make_pipeline_fixtures.py the scheduler).
+Deterministic: all random weights and inputs come from seeded torch generators; no network, no
+model downloads.
 
 Outputs
-  tiny-unet/                 UNet A (SDXL-structured, 2 levels, linear projections), diffusers
+  ../text/tiny-sdxl/unet/    UNet A (SDXL-structured, 2 levels, linear projections), diffusers
                              folder: config.json + diffusion_pytorch_model.safetensors (fp32)
+  ../text/tiny-sdxl/vae/     AutoencoderKL, diffusers folder (fp32, current Linear attention keys)
   tiny-unet-b/               UNet B (3 levels, conv projections, other heads / time options),
                              diffusers folder with only diffusion_pytorch_model.fp16.safetensors
-  tiny-vae/                  AutoencoderKL, diffusers folder (fp32, current Linear attention keys)
   tiny-vae-legacy/           the same VAE with the old diffusers attention names
                              (query/key/value/proj_attn), fp32
-  tiny-sdxl-single.safetensors   single-file checkpoint (Stability "sgm"/LDM keys, fp16):
-                             model.diffusion_model.* = UNet A, first_stage_model.* = the VAE,
-                             plus a few conditioner.* / denoiser.* keys a loader must ignore
   tiny-unet-b-single.safetensors single-file checkpoint holding UNet B only (fp16)
   reference_unet_a.safetensors, reference_unet_b.safetensors, reference_vae.safetensors
                              float32 inputs and outputs
   sdxl_keys.json             parameter names/shapes of the real SDXL base UNet and VAE (built on
                              the meta device from the preset configs), in diffusers and LDM layout
+
+The single-file checkpoint holding UNet A and the VAE (LDM keys) is the full SDXL checkpoint
+tests/fixtures/pipeline/tiny-sdxl-single.safetensors, built from these folders by
+make_pipeline_fixtures.py (with unet_to_ldm / vae_to_ldm below).
 
 Every weight is perturbed (norms and biases included) and then rounded to float16-representable
 values, so the fp32 folders, the fp16 variant and the fp16 single files hold exactly the same
@@ -47,6 +51,10 @@ from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, con
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "tests" / "fixtures" / "diffusion"
+# UNet A and the VAE are components of the complete tiny SDXL folder (text fixture "tiny-sdxl").
+SDXL_DIR = ROOT / "tests" / "fixtures" / "text" / "tiny-sdxl"
+UNET_A_DIR = SDXL_DIR / "unet"
+VAE_DIR = SDXL_DIR / "vae"
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -394,20 +402,21 @@ def check_unet_single_file(path: Path, folder: Path, sd: dict, cfg: dict, ref: d
 def main():
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    if OUT.exists():
-        shutil.rmtree(OUT)
+    for d in (OUT, UNET_A_DIR, VAE_DIR):
+        if d.exists():
+            shutil.rmtree(d)
     OUT.mkdir(parents=True)
 
     # ---------------- UNet A ----------------
     log("UNet A")
     unet_a = make_unet(UNET_A, 11)
-    dir_a = OUT / "tiny-unet"
+    dir_a = UNET_A_DIR
     unet_a.save_pretrained(str(dir_a), safe_serialization=True)
     assert sorted(p.name for p in dir_a.iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors"]
     sd_a = load_safetensors(dir_a / "diffusion_pytorch_model.safetensors")
     assert all(v.dtype == torch.float32 for v in sd_a.values())
     unet_a = UNet2DConditionModel.from_pretrained(str(dir_a)).eval()  # reload through diffusers
-    assert_same_state(unet_a.state_dict(), sd_a, "tiny-unet reload")
+    assert_same_state(unet_a.state_dict(), sd_a, "tiny-sdxl/unet reload")
     g = torch.Generator().manual_seed(21)
     sample = torch.randn(2, 4, 6, 8, generator=g)
     ehs = torch.randn(2, 77, 40, generator=g)
@@ -443,11 +452,11 @@ def main():
     torch.manual_seed(13)
     vae = AutoencoderKL(**VAE).eval()
     perturb(vae, 1013)
-    dir_v = OUT / "tiny-vae"
+    dir_v = VAE_DIR
     vae.save_pretrained(str(dir_v), safe_serialization=True)
     sd_v = load_safetensors(dir_v / "diffusion_pytorch_model.safetensors")
     vae = AutoencoderKL.from_pretrained(str(dir_v)).eval()
-    assert_same_state(vae.state_dict(), sd_v, "tiny-vae reload")
+    assert_same_state(vae.state_dict(), sd_v, "tiny-sdxl/vae reload")
     # old attention names: diffusers still loads them (ModelMixin._fix_state_dict_keys_on_load)
     dir_vl = OUT / "tiny-vae-legacy"
     dir_vl.mkdir()
@@ -474,23 +483,6 @@ def main():
 
     # ---------------- single files (LDM layout, fp16) ----------------
     log("single files")
-    ldm = {}
-    ldm.update({UNET_PREFIX + k: v.half().contiguous() for k, v in unet_to_ldm(sd_a, UNET_A).items()})
-    ldm.update({VAE_PREFIX + k: v.half().contiguous() for k, v in vae_to_ldm(sd_v, VAE).items()})
-    assert any(v.ndim == 4 and "attn_1.q." in k for k, v in ldm.items())
-    # tensors of other components that the UNet / VAE loaders must leave alone
-    ldm["conditioner.embedders.0.transformer.text_model.final_layer_norm.weight"] = torch.ones(8).half()
-    ldm["denoiser.sigmas"] = torch.linspace(0.03, 14.6, 16)
-    single = OUT / "tiny-sdxl-single.safetensors"
-    save_safetensors(ldm, single, {"format": "pt", "modelspec.architecture": "stable-diffusion-xl-v1-base"})
-    check_unet_single_file(single, dir_a, sd_a, UNET_A, ref_a, timesteps_a)
-    ckpt = load_safetensors(single)
-    conv_v = convert_ldm_vae_checkpoint({k: v.float() for k, v in ckpt.items()}, dict(VAE))
-    assert_same_state(conv_v, sd_v, "convert_ldm_vae_checkpoint")
-    vae_sf = AutoencoderKL.from_single_file(str(single), config=str(dir_v), local_files_only=True,
-                                            low_cpu_mem_usage=False, torch_dtype=torch.float32).eval()
-    assert_same_state(vae_sf.state_dict(), sd_v, "AutoencoderKL.from_single_file")
-
     ldm_b = {UNET_PREFIX + k: v.half().contiguous() for k, v in unet_to_ldm(sd_b, UNET_B).items()}
     single_b = OUT / "tiny-unet-b-single.safetensors"
     save_safetensors(ldm_b, single_b, {"format": "pt"})
@@ -524,7 +516,11 @@ def main():
         "unet": shapes(usd), "unet_ldm": shapes(uldm), "vae": shapes(vsd), "vae_ldm": shapes(vldm),
     })
 
-    total = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
+    for d in (OUT, UNET_A_DIR, VAE_DIR):
+        for p in d.rglob("*"):
+            if p.is_file():
+                p.chmod(0o644)  # safetensors writes 0600
+    total = sum(p.stat().st_size for d in (OUT, UNET_A_DIR, VAE_DIR) for p in d.rglob("*") if p.is_file())
     log(f"total {total / 1e6:.2f} MB")
     assert total < 10e6
 

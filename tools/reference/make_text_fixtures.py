@@ -5,11 +5,14 @@ Run from the repository root with the pinned venv (see tools/reference/README.md
 
     python tools/reference/make_text_fixtures.py
 
-Writes everything to tests/fixtures/text/ (overwriting). Deterministic: all random
-weights come from seeded torch generators; no network, no model downloads.
+Writes everything to tests/fixtures/text/ (overwriting), except tiny-sdxl/unet/, tiny-sdxl/vae/
+(written by make_diffusion_fixtures.py) and tiny-sdxl/scheduler/ (make_pipeline_fixtures.py),
+which it leaves alone. Deterministic: all random weights come from seeded torch generators; no
+network, no model downloads.
 
 Outputs
-  tiny-sdxl/                       config A: diffusers folder (tokenizers + two text encoders)
+  tiny-sdxl/                       config A: diffusers folder (tokenizers + two text encoders +
+                                   the full model_index.json of the complete SDXL folder)
   tiny-sdxl-b.safetensors          config B: single-file SDXL checkpoint (sgm key layout)
   tiny-sdxl-b-config/              config B: diffusers-style configs, no weights / tokenizers
   prompts.json, tokens.json        inputs and the token ids fed to the encoders
@@ -177,6 +180,13 @@ def perturb(model: nn.Module, seed: int):
             p.add_(0.5 * std * noise)
 
 
+@torch.no_grad()
+def round_to_fp16_values(model: nn.Module):
+    """Rounds every parameter to the nearest float16-representable value (kept in float32)."""
+    for p in model.parameters():
+        p.copy_(p.half().float())
+
+
 def text_config(**kw) -> CLIPTextConfig:
     return CLIPTextConfig(vocab_size=VOCAB, max_position_embeddings=MAX_LEN, layer_norm_eps=1e-5,
                           attention_dropout=0.0, dropout=0.0, **TOKEN_IDS, **kw)
@@ -300,16 +310,45 @@ def open_clip_to_hf(sd: dict, layers: int) -> dict:
 # main
 # --------------------------------------------------------------------------------------
 
-def model_index():
-    return {
+def model_index(full: bool):
+    """model_index.json. full: exactly as diffusers 0.42.1's StableDiffusionXLPipeline.save_pretrained
+    writes it for the complete folder (make_pipeline_fixtures.py asserts this); otherwise the
+    text-encoder part only (config B's configuration folder)."""
+    index = {
         "_class_name": "StableDiffusionXLPipeline",
         "_diffusers_version": "0.42.1",
+        "feature_extractor": [None, None],
         "force_zeros_for_empty_prompt": True,
+        "image_encoder": [None, None],
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
         "text_encoder": ["transformers", "CLIPTextModel"],
         "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
         "tokenizer": ["transformers", "CLIPTokenizer"],
         "tokenizer_2": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
     }
+    if not full:
+        for k in ("feature_extractor", "image_encoder", "scheduler", "unet", "vae"):
+            del index[k]
+    return index
+
+
+# Sub-folders of tiny-sdxl/ that other scripts write (this script leaves them in place).
+FOREIGN = {"unet": "make_diffusion_fixtures.py", "vae": "make_diffusion_fixtures.py",
+           "scheduler": "make_pipeline_fixtures.py"}
+
+
+def clear_output():
+    """Deletes everything under OUT except tiny-sdxl/{unet,vae,scheduler}."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    for p in sorted(OUT.iterdir()):
+        if p.name == "tiny-sdxl" and p.is_dir():
+            for q in sorted(p.iterdir()):
+                if q.name not in FOREIGN:
+                    shutil.rmtree(q) if q.is_dir() else q.unlink()
+        else:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
 def write_json(path: Path, obj):
@@ -324,9 +363,7 @@ def main():
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
 
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    OUT.mkdir(parents=True)
+    clear_output()
     write_json(OUT / "prompts.json", {"prompts": PROMPTS, "names": NAMES})
 
     # ---------------- tokenizers ----------------
@@ -381,10 +418,11 @@ def main():
 
     # ---------------- config A ----------------
     log("config A")
-    write_json(a_dir / "model_index.json", model_index())
+    write_json(a_dir / "model_index.json", model_index(full=True))
     torch.manual_seed(1)
     te1 = CLIPTextModel(text_config(**A_TE1)).eval()
     perturb(te1, seed=101)
+    round_to_fp16_values(te1)  # so single-file checkpoints can hold it in fp16 exactly
     te1.save_pretrained(str(a_dir / "text_encoder"), safe_serialization=True)
     torch.manual_seed(2)
     te2 = CLIPTextModelWithProjection(text_config(**A_TE2)).eval()
@@ -510,7 +548,7 @@ def main():
 
     # config folder
     bc = OUT / "tiny-sdxl-b-config"
-    write_json(bc / "model_index.json", model_index())
+    write_json(bc / "model_index.json", model_index(full=False))
     b_te1_cfg.save_pretrained(str(bc / "text_encoder"))
     b_te2_cfg = text_config(hidden_size=B_TE2_WIDTH, intermediate_size=int(B_TE2_WIDTH * B_TE2_MLP_RATIO),
                             num_hidden_layers=B_TE2_LAYERS, num_attention_heads=B_TE2_HEADS,
@@ -582,6 +620,9 @@ def main():
 
     total = 0
     for p in sorted(OUT.rglob("*")):
+        rel = p.relative_to(OUT).parts
+        if len(rel) > 1 and rel[0] == "tiny-sdxl" and rel[1] in FOREIGN:
+            continue
         if p.is_file():
             p.chmod(0o644)  # safetensors writes 0600
             total += p.stat().st_size

@@ -1,5 +1,6 @@
 //! Helpers shared by the UNet and VAE parity tests (fixtures by
-//! tools/reference/make_diffusion_fixtures.py).
+//! tools/reference/make_diffusion_fixtures.py; the single file by
+//! tools/reference/make_pipeline_fixtures.py).
 #![allow(dead_code)]
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -17,6 +18,19 @@ pub const TOL: f32 = 1e-4;
 
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/diffusion")
+}
+
+/// The complete tiny SDXL diffusers folder: `unet/` is UNet A, `vae/` the VAE of the
+/// references here.
+pub fn tiny_sdxl() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/text/tiny-sdxl")
+}
+
+/// The same model as one single-file checkpoint (LDM keys for UNet A and the VAE, fp16,
+/// next to the `conditioner.*` text encoders the UNet and VAE loaders must ignore).
+pub fn single_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/pipeline/tiny-sdxl-single.safetensors")
 }
 
 /// Float32 tensors of a reference file.
@@ -147,10 +161,16 @@ pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, (Vec<f32>, Vec<
     safetensors::serialize_to_file(views, None, path).unwrap();
 }
 
-/// Every tensor of a safetensors file as float32 (F16 upcast).
+/// Every floating-point tensor of a safetensors file as float32 (F16 upcast); integer
+/// tensors (the text encoder's int64 `position_ids` buffer) are left out.
 pub fn read_all(path: &Path) -> BTreeMap<String, (Vec<f32>, Vec<usize>)> {
+    use safetensors::Dtype;
     let file = magicnaming_models::weights::SafetensorsFile::open(path).unwrap();
     file.keys()
+        .filter(|k| {
+            let dtype = file.entry(k).unwrap().dtype;
+            matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64)
+        })
         .map(|k| (k.to_string(), file.read_f32(k).unwrap()))
         .collect()
 }

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Regenerates every reference fixture under tests/fixtures/, in dependency order.
+#   PYTHON=/work/pyref/bin/python tools/reference/make_all.sh
+# (PYTHON: the venv of tools/reference/requirements.txt; default python3.) Every script is
+# deterministic, so a rerun leaves `git status` clean.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PYTHON:-python3}
+run() {
+    echo "== $1" >&2
+    "$PY" "tools/reference/$1" > /dev/null
+}
+run make_text_fixtures.py       # tests/fixtures/text/ (tiny-sdxl/ minus unet, vae, scheduler)
+run make_diffusion_fixtures.py  # tests/fixtures/diffusion/, tiny-sdxl/unet/, tiny-sdxl/vae/
+run make_scheduler_fixtures.py  # tests/fixtures/schedulers/
+run make_vision_fixtures.py     # tests/fixtures/vision/
+run make_train_fixtures.py      # tests/fixtures/train/
+run make_pipeline_fixtures.py   # tiny-sdxl/scheduler/, tests/fixtures/pipeline/ (needs text + diffusion)
+echo "done" >&2
