@@ -83,7 +83,7 @@ fn main() -> Result<()> {
     let name_b = encoder
         .predict(std::slice::from_ref(&args.photo_b), true)?
         .remove(0);
-    name_a.save(&args.out.join("name_a.safetensors"))?;
+    name_a.save(args.out.join("name_a.safetensors"))?;
     println!(
         "name of {}: {} x {}",
         args.photo.display(),

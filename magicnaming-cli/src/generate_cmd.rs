@@ -64,7 +64,11 @@ pub struct GenerateArgs {
 impl Job for GenerateArgs {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         // Checks that need no model, before any work.
-        if self.width == 0 || self.height == 0 || self.width % 8 != 0 || self.height % 8 != 0 {
+        if self.width == 0
+            || self.height == 0
+            || !self.width.is_multiple_of(8)
+            || !self.height.is_multiple_of(8)
+        {
             bail!(
                 "--width {} / --height {}: must be positive multiples of 8",
                 self.width,

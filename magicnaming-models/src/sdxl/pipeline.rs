@@ -138,8 +138,8 @@ impl<B: Backend> SdxlPipeline<B> {
         let f = self.vae_scale_factor().max(8);
         if options.width == 0
             || options.height == 0
-            || options.width % f != 0
-            || options.height % f != 0
+            || !options.width.is_multiple_of(f)
+            || !options.height.is_multiple_of(f)
         {
             return bad(format!(
                 "width {} and height {} must be positive multiples of {f}",

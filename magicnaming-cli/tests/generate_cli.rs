@@ -1,0 +1,169 @@
+//! `generate` as scripts drive it: --init-latents / --save-latents reproduce diffusers'
+//! final latents; bad requests fail with named errors before any work, writing nothing.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_magicnaming"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+fn tensor(path: &Path, name: &str) -> (Vec<f32>, Vec<usize>) {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let v = st.tensor(name).unwrap();
+    (
+        v.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        v.shape().to_vec(),
+    )
+}
+
+fn write(path: &Path, name: &str, shape: Vec<usize>, values: &[f32]) {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes).unwrap();
+    std::fs::write(path, safetensors::serialize([(name, view)], None).unwrap()).unwrap();
+}
+
+/// Runs `generate` on the tiny model; `extra` flags replace the defaults of the same name.
+fn generate(dir: &Path, extra: &[&str]) -> std::process::Output {
+    let model = fixtures().join("text/tiny-sdxl").display().to_string();
+    let out = dir.join("out.png").display().to_string();
+    let mut flags: Vec<(String, String)> = [
+        ("--model", model.as_str()),
+        ("--prompt", "a photo of a person"),
+        ("--width", "64"),
+        ("--height", "48"),
+        ("--steps", "5"),
+        ("--out", out.as_str()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for pair in extra.chunks(2) {
+        match flags.iter_mut().find(|(k, _)| k == pair[0]) {
+            Some(slot) => slot.1 = pair[1].to_string(),
+            None => flags.push((pair[0].to_string(), pair[1].to_string())),
+        }
+    }
+    let mut c = bin();
+    c.arg("generate");
+    for (k, v) in flags {
+        c.arg(k).arg(v);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn init_and_save_latents_reproduce_diffusers() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = fixtures().join("pipeline/reference.safetensors");
+    let (init, shape) = tensor(&reference, "init_latents");
+    let init_path = dir.path().join("init.safetensors");
+    write(&init_path, "latents", shape.clone(), &init);
+    let saved = dir.path().join("final.safetensors");
+    let out = generate(
+        dir.path(),
+        &[
+            "--init-latents",
+            init_path.to_str().unwrap(),
+            "--save-latents",
+            saved.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (got, got_shape) = tensor(&saved, "latents");
+    assert_eq!(got_shape, shape);
+    let (want, _) = tensor(&reference, "final_latents.euler");
+    let d = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    // As the library's pipeline test: the 1e-3 bound on O(10) latents.
+    assert!(d <= 1e-3, "final latents differ by {d}");
+    // The PNG is there, with its settings in text chunks.
+    let png = std::fs::read(dir.path().join("out.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let text = String::from_utf8_lossy(&png);
+    for needle in [
+        "prompt",
+        "a photo of a person",
+        "seed",
+        "steps",
+        "guidance",
+        "scheduler",
+        "euler",
+        "model",
+    ] {
+        assert!(text.contains(needle), "PNG lacks {needle}");
+    }
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("5/5"),
+        "progress on stderr"
+    );
+}
+
+#[test]
+fn bad_requests_fail_by_name_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--width".into(), "60".into()], "multiples of 8"),
+        (vec!["--steps".into(), "0".into()], "--steps"),
+        (vec!["--scheduler".into(), "plms".into()], "plms"),
+        (
+            vec![
+                "--init-latents".into(),
+                dir.path().join("wrong.safetensors").display().to_string(),
+            ],
+            "[1, 4, 6, 8]",
+        ),
+        (
+            vec![
+                "--name".into(),
+                dir.path().join("narrow.safetensors").display().to_string(),
+            ],
+            "narrow.safetensors",
+        ),
+        (
+            vec!["--model".into(), "/no/such/model".into()],
+            "/no/such/model",
+        ),
+    ];
+    write(
+        &dir.path().join("wrong.safetensors"),
+        "latents",
+        vec![1, 4, 6, 8],
+        &[0.0; 192],
+    );
+    write(
+        &dir.path().join("narrow.safetensors"),
+        "name",
+        vec![8, 12],
+        &[0.5; 96],
+    );
+    for (extra, needle) in cases {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let out = generate(dir.path(), &extra);
+        assert!(!out.status.success(), "{extra:?} should fail");
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(e.contains(needle), "{extra:?}: expected {needle:?} in {e}");
+        assert!(
+            !e.contains("denoising"),
+            "{extra:?}: refused before any step"
+        );
+        assert!(!dir.path().join("out.png").exists());
+    }
+}

@@ -1,0 +1,207 @@
+//! The full SDXL pipeline against diffusers' StableDiffusionXLPipeline on the tiny model
+//! (fixtures by tools/reference/make_pipeline_fixtures.py): 48 x 64 (latents 12 x 16),
+//! 5 steps, guidance 5, given initial latents; every scheduler, with and without a name,
+//! with a negative prompt, from a diffusers folder and from a single file.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::backend::NdArray;
+use burn::tensor::{Tensor, TensorData};
+use magicnaming_core::NameEmbedding;
+use magicnaming_models::schedulers::SchedulerKind;
+use magicnaming_models::sdxl::{GenerateOptions, SdxlPipeline, SdxlSource};
+
+type B = NdArray<f32>;
+
+/// Final latents reach |x| ~ 46 here (the random UNet does not denoise); diffusers' own
+/// f32 vs f64 runs differ by 3e-5. 1e-3 is the bound for 5 steps.
+const LATENT_TOL: f32 = 1e-3;
+/// Decoded images are O(1) after one VAE pass: 1e-4, as for the VAE's own parity test.
+const IMAGE_TOL: f32 = 1e-4;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+fn reference() -> HashMap<String, (Vec<f32>, Vec<usize>)> {
+    let bytes = std::fs::read(root().join("pipeline/reference.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .filter(|(_, v)| v.dtype() == safetensors::Dtype::F32)
+        .map(|(k, v)| {
+            let vals = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            (k, (vals, v.shape().to_vec()))
+        })
+        .collect()
+}
+
+fn tensor4(r: &(Vec<f32>, Vec<usize>)) -> Tensor<B, 4> {
+    let s: [usize; 4] = r.1.clone().try_into().unwrap();
+    Tensor::from_data(TensorData::new(r.0.clone(), s), &Default::default())
+}
+
+fn max_diff(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+}
+
+fn options(r: &HashMap<String, (Vec<f32>, Vec<usize>)>) -> GenerateOptions<B> {
+    let mut o = GenerateOptions::new("a photo of a person");
+    (o.width, o.height, o.steps, o.guidance) = (64, 48, 5, 5.0);
+    o.init_latents = Some(tensor4(&r["init_latents"]));
+    o
+}
+
+fn check(
+    pipe: &SdxlPipeline<B>,
+    o: &GenerateOptions<B>,
+    r: &HashMap<String, (Vec<f32>, Vec<usize>)>,
+    case: &str,
+) {
+    let mut steps = 0;
+    let out = pipe
+        .generate(o, &mut |done, total| {
+            assert_eq!(total, 5);
+            steps = done;
+        })
+        .unwrap();
+    assert_eq!(steps, 5, "progress reported every step");
+    let want = &r[&format!("final_latents.{case}")];
+    assert_eq!(out.latents.dims().to_vec(), want.1);
+    let got = out.latents.into_data().to_vec::<f32>().unwrap();
+    let d = max_diff(&got, &want.0);
+    eprintln!("{case}: final latents max abs diff {d:.3e}");
+    assert!(d <= LATENT_TOL, "{case}: final latents differ by {d}");
+    // diffusers' image is the raw decode in [-1, 1]; ours is postprocessed to [0, 1].
+    let img: Vec<f32> = r[&format!("image.{case}")]
+        .0
+        .iter()
+        .map(|v| (v * 0.5 + 0.5).clamp(0.0, 1.0))
+        .collect();
+    let d = max_diff(&out.image.into_data().to_vec::<f32>().unwrap(), &img);
+    eprintln!("{case}: image max abs diff {d:.3e}");
+    assert!(d <= IMAGE_TOL, "{case}: image differs by {d}");
+}
+
+fn folder() -> SdxlPipeline<B> {
+    let source = SdxlSource::from_path(root().join("text/tiny-sdxl"), None).unwrap();
+    SdxlPipeline::load(&source, &Default::default()).unwrap()
+}
+
+#[test]
+fn every_scheduler_matches_diffusers() {
+    let (pipe, r) = (folder(), reference());
+    check(&pipe, &options(&r), &r, "euler");
+    for (case, kind) in [
+        ("ddim", SchedulerKind::Ddim),
+        ("dpmpp-2m-karras", SchedulerKind::DpmPp2mKarras),
+    ] {
+        let mut o = options(&r);
+        o.scheduler = Some(kind);
+        check(&pipe, &o, &r, case);
+    }
+    // Euler ancestral with the noise diffusers drew at each step.
+    let mut o = options(&r);
+    o.scheduler = Some(SchedulerKind::EulerAncestral);
+    o.step_noise = Some(
+        (0..5)
+            .map(|i| tensor4(&r[&format!("noise.euler-a.{i}")]))
+            .collect(),
+    );
+    check(&pipe, &o, &r, "euler-a");
+}
+
+#[test]
+fn name_prepending_and_negative_prompt_match_diffusers() {
+    let (pipe, r) = (folder(), reference());
+    let (name, shape) = &r["name"];
+    let tokens = Tensor::<B, 2>::from_data(
+        TensorData::new(name.clone(), [shape[0], shape[1]]),
+        &Default::default(),
+    );
+    let mut o = options(&r);
+    o.name = Some(NameEmbedding::new(tokens, "Barack Obama").unwrap());
+    check(&pipe, &o, &r, "euler-name");
+    let mut o = options(&r);
+    o.negative_prompt = Some("blurry".into());
+    check(&pipe, &o, &r, "euler-neg");
+}
+
+#[test]
+fn single_file_matches_diffusers() {
+    let r = reference();
+    let source = SdxlSource::from_path(
+        root().join("pipeline/tiny-sdxl-single.safetensors"),
+        Some(&root().join("pipeline/tiny-sdxl-single-config")),
+    )
+    .unwrap();
+    let pipe = SdxlPipeline::<B>::load(&source, &Default::default()).unwrap();
+    check(&pipe, &options(&r), &r, "euler-single");
+}
+
+#[test]
+fn bad_requests_are_refused_before_any_work() {
+    let (pipe, r) = (folder(), reference());
+    let refuse = |edit: &dyn Fn(&mut GenerateOptions<B>), needle: &str| {
+        let mut o = options(&r);
+        edit(&mut o);
+        let e = pipe.check(&o).unwrap_err().to_string();
+        assert!(e.contains(needle), "expected {needle:?} in {e}");
+        assert!(pipe
+            .generate(&o, &mut |_, _| panic!("no step may run"))
+            .is_err());
+    };
+    refuse(&|o| o.width = 60, "multiples of 8");
+    refuse(&|o| o.steps = 0, "steps");
+    refuse(
+        &|o| o.init_latents = Some(Tensor::zeros([1, 4, 6, 8], &Default::default())),
+        "[1, 4, 6, 8]",
+    );
+    refuse(
+        &|o| {
+            o.name =
+                Some(NameEmbedding::new(Tensor::ones([8, 12], &Default::default()), "x").unwrap())
+        },
+        "12-d",
+    );
+    refuse(&|o| o.guidance = f64::NAN, "guidance");
+}
+
+#[test]
+fn seeded_generation_is_reproducible() {
+    let pipe = folder();
+    let mut o = GenerateOptions::<B>::new("a cat");
+    (o.width, o.height, o.steps, o.seed) = (32, 32, 2, 7);
+    let a = pipe
+        .generate(&o, &mut |_, _| {})
+        .unwrap()
+        .latents
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    let b = pipe
+        .generate(&o, &mut |_, _| {})
+        .unwrap()
+        .latents
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    assert_eq!(a, b, "same seed, same latents");
+    o.seed = 8;
+    let c = pipe
+        .generate(&o, &mut |_, _| {})
+        .unwrap()
+        .latents
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    assert_ne!(a, c, "another seed, other latents");
+}
