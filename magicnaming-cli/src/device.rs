@@ -66,9 +66,33 @@ impl Default for DeviceArg {
 }
 
 /// Work that runs on any backend.
-pub trait Job {
+pub trait Job: Sized {
     /// Runs on backend `B`, device `device`.
     fn run<B: Backend>(self, device: B::Device) -> Result<()>;
+
+    /// Runs on several devices of backend `B`; most commands take exactly one.
+    fn run_on<B: Backend>(self, devices: Vec<B::Device>) -> Result<()> {
+        match <[B::Device; 1]>::try_from(devices) {
+            Ok([device]) => self.run::<B>(device),
+            Err(v) => bail!("this command runs on one device; {} were given", v.len()),
+        }
+    }
+}
+
+/// Parses `--device`: one device, or a comma-separated list of the same backend
+/// (`cuda:0,cuda:1`) for commands that spread work over several.
+pub fn parse_devices(s: &str) -> std::result::Result<Vec<DeviceArg>, String> {
+    let devices = s
+        .split(',')
+        .map(|d| d.trim().parse::<DeviceArg>())
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let same = devices
+        .windows(2)
+        .all(|w| std::mem::discriminant(&w[0]) == std::mem::discriminant(&w[1]));
+    if !same {
+        return Err(format!("`{s}`: all devices must use the same backend"));
+    }
+    Ok(devices)
 }
 
 fn not_compiled(name: &str) -> Result<()> {
@@ -78,44 +102,58 @@ fn not_compiled(name: &str) -> Result<()> {
     )
 }
 
-/// Runs `job` on the backend `device` names.
-pub fn dispatch<J: Job>(device: &DeviceArg, job: J) -> Result<()> {
-    log::debug!("device: {device:?}");
-    match device {
+/// Runs `job` on the backend the devices name (all of one backend, see [`parse_devices`]).
+pub fn dispatch<J: Job>(devices: &[DeviceArg], job: J) -> Result<()> {
+    log::debug!("devices: {devices:?}");
+    let Some(first) = devices.first() else {
+        bail!("no device given");
+    };
+    match first {
         DeviceArg::Cpu => {
             #[cfg(feature = "ndarray")]
-            return job.run::<burn::backend::NdArray<f32>>(Default::default());
+            return job.run_on::<burn::backend::NdArray<f32>>(
+                devices.iter().map(|_| Default::default()).collect(),
+            );
             #[cfg(not(feature = "ndarray"))]
             return {
                 let _ = job;
                 not_compiled("ndarray")
             };
         }
-        DeviceArg::Wgpu(index) => {
+        DeviceArg::Wgpu(_) => {
             #[cfg(feature = "wgpu")]
             {
                 use burn::backend::wgpu::WgpuDevice;
-                let d = match index {
-                    None => WgpuDevice::DefaultDevice,
-                    Some(i) => WgpuDevice::DiscreteGpu(*i),
-                };
-                return job.run::<burn::backend::Wgpu>(d);
+                let list = devices
+                    .iter()
+                    .map(|d| match d {
+                        DeviceArg::Wgpu(Some(i)) => WgpuDevice::DiscreteGpu(*i),
+                        _ => WgpuDevice::DefaultDevice,
+                    })
+                    .collect();
+                return job.run_on::<burn::backend::Wgpu>(list);
             }
             #[cfg(not(feature = "wgpu"))]
             {
-                let _ = (job, index);
+                let _ = job;
                 not_compiled("wgpu")
             }
         }
-        DeviceArg::Cuda(index) => {
+        DeviceArg::Cuda(_) => {
             #[cfg(feature = "cuda")]
             {
-                return job
-                    .run::<burn::backend::Cuda>(burn::backend::cuda::CudaDevice::new(*index));
+                let list = devices
+                    .iter()
+                    .map(|d| match d {
+                        DeviceArg::Cuda(i) => burn::backend::cuda::CudaDevice::new(*i),
+                        _ => burn::backend::cuda::CudaDevice::new(0),
+                    })
+                    .collect();
+                return job.run_on::<burn::backend::Cuda>(list);
             }
             #[cfg(not(feature = "cuda"))]
             {
-                let _ = (job, index);
+                let _ = job;
                 not_compiled("cuda")
             }
         }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use device::{dispatch, DeviceArg};
+use device::{dispatch, parse_devices, DeviceArg};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -24,7 +24,8 @@ use device::{dispatch, DeviceArg};
     about = "Consistent-identity SDXL generation by finding a person's name embedding (MagicNaming, AAAI 2025)"
 )]
 struct Cli {
-    /// Device: cpu, wgpu[:N] or cuda[:N] (among the backends compiled in).
+    /// Device: cpu, wgpu[:N] or cuda[:N] (among the backends compiled in); `train` takes a
+    /// comma-separated list of one backend (cuda:0,cuda:1) for data parallelism.
     #[arg(long, global = true, default_value_t = String::new(), hide_default_value = true)]
     device: String,
     #[command(subcommand)]
@@ -74,10 +75,10 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let device: DeviceArg = if cli.device.is_empty() {
-        DeviceArg::default()
+    let device: Vec<DeviceArg> = if cli.device.is_empty() {
+        vec![DeviceArg::default()]
     } else {
-        cli.device.parse().map_err(anyhow::Error::msg)?
+        parse_devices(&cli.device).map_err(anyhow::Error::msg)?
     };
     match cli.command {
         Command::EncodePrompt(args) => dispatch(&device, args),

@@ -59,6 +59,11 @@ pub struct TrainArgs {
 
 impl Job for TrainArgs {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        self.run_on::<B>(vec![device])
+    }
+
+    /// Several devices (`--device cuda:0,cuda:1`): data parallel, the batch split across them.
+    fn run_on<B: Backend>(self, devices: Vec<B::Device>) -> Result<()> {
         let dataset = Dataset::load(&self.dataset)?;
         let config = TrainConfig {
             steps: self.steps,
@@ -74,7 +79,7 @@ impl Job for TrainArgs {
             hidden_dims: self.hidden_dims,
             ..TrainConfig::default()
         };
-        let summary = train::<Autodiff<B>>(&dataset, &self.out, &config, self.resume, &device)?;
+        let summary = train::<Autodiff<B>>(&dataset, &self.out, &config, self.resume, &devices)?;
         if let Some(last) = summary.metrics.last() {
             println!("{}", serde_json::to_string(last)?);
         }

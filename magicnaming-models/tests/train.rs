@@ -85,6 +85,17 @@ fn dataset(
 
 #[test]
 fn two_adamw_steps_with_clipping_match_pytorch() {
+    adamw_steps_match_pytorch(1);
+}
+
+/// Data parallelism over 4 (CPU) devices, with uneven shards (1, 2, 1, 2 of the 6
+/// rows), must give PyTorch's full-batch steps too.
+#[test]
+fn data_parallel_steps_match_the_full_batch() {
+    adamw_steps_match_pytorch(4);
+}
+
+fn adamw_steps_match_pytorch(devices: usize) {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/fixtures/train/adamw_steps.safetensors");
     let (t, c) = (tensors(&fixture), config(&fixture));
@@ -130,7 +141,7 @@ fn two_adamw_steps_with_clipping_match_pytorch() {
             &rows,
             c["lr"].as_f64().unwrap(),
             c["clip"].as_f64(),
-            &device,
+            &vec![device; devices],
         );
         head = next;
         // The loss is computed before the update: same weights, same f32 arithmetic.
@@ -187,7 +198,7 @@ fn run_defaults(
         .init::<A>(&device)
         .unwrap();
     let before = evaluate(&untrained.valid(), &ds, &device).val_loss.unwrap();
-    let summary = train::<A>(&ds, &dir.path().join("enc"), &config, false, &device).unwrap();
+    let summary = train::<A>(&ds, &dir.path().join("enc"), &config, false, &[device]).unwrap();
     (ds, before, summary.metrics, dir)
 }
 
