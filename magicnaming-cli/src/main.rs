@@ -2,6 +2,7 @@
 //!
 //! Every command that runs a network takes `--device cpu|wgpu[:N]|cuda[:N]` among the
 //! backends compiled in (cargo features `ndarray` (default), `wgpu`, `cuda`).
+mod dataset_cmds;
 mod device;
 mod generate_cmd;
 mod image_cmds;
@@ -43,12 +44,22 @@ enum Command {
     /// Make, mix and inspect name embeddings.
     #[command(subcommand)]
     Name(NameCommand),
+    /// Build training datasets.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
     /// Train the name encoder's head on a dataset folder.
     Train(train_cmds::TrainArgs),
     /// Validation metrics of an encoder on a dataset, as JSON.
     Eval(train_cmds::EvalArgs),
     /// Show which backends this binary was built with.
     Backends,
+}
+
+#[derive(Subcommand, Debug)]
+enum DatasetCommand {
+    /// Text-code the names and embed the photos of a manifest into a dataset folder
+    /// (resumable: run again with the same --out to continue).
+    Build(dataset_cmds::BuildArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -90,6 +101,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Name(NameCommand::Info { file }) => {
             dispatch(&device, name_cmds::InfoArgs { file })
         }
+        Command::Dataset(DatasetCommand::Build(args)) => dispatch(&device, args),
         Command::Train(args) => dispatch(&device, args),
         Command::Eval(args) => dispatch(&device, args),
         Command::Backends => {

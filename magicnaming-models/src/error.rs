@@ -53,6 +53,17 @@ pub enum ModelError {
         /// What is wrong.
         message: String,
     },
+    /// A dataset manifest line that cannot be used (bad JSON or CSV, a missing field, an
+    /// empty name or image path).
+    #[error("{path}:{line}: {message}")]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// 1-based line number of the entry.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
     /// An argument out of range (empty text, wrong shape...).
     #[error("invalid input: {0}")]
     InvalidInput(String),

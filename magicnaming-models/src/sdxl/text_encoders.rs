@@ -245,6 +245,36 @@ impl<B: Backend> SdxlTextEncoders<B> {
         Ok(NameEmbedding::new(tokens, name)?)
     }
 
+    /// [`Self::text_code_name`] for a batch of names in one [`Self::encode_prompt`] pass;
+    /// row `i` equals `text_code_name(names[i], num_tokens)` (each prompt is padded to 77
+    /// tokens and attends causally, so rows do not interact).
+    ///
+    /// # Shapes
+    /// - output: `[names.len(), num_tokens, D]`
+    ///
+    /// # Errors
+    /// No names; an empty (or whitespace-only) name, named by position; `num_tokens` of 0
+    /// or not below 77.
+    pub fn text_code_names(&self, names: &[&str], num_tokens: usize) -> Result<Tensor<B, 3>> {
+        if names.is_empty() {
+            return Err(ModelError::InvalidInput("no names to text-code".into()));
+        }
+        if let Some(i) = names.iter().position(|n| n.trim().is_empty()) {
+            return Err(ModelError::InvalidInput(format!(
+                "name {i} of the batch is empty"
+            )));
+        }
+        let seq = self.tokenizer.max_length();
+        if num_tokens == 0 || num_tokens >= seq {
+            return Err(ModelError::InvalidInput(format!(
+                "name token count must be in 1..{seq}, got {num_tokens}"
+            )));
+        }
+        let embeds = self.encode_prompt(names)?.prompt_embeds;
+        let [n, _, d] = embeds.dims();
+        Ok(embeds.slice([0..n, 1..1 + num_tokens, 0..d]))
+    }
+
     /// [`Self::text_code_name`] with MagicNaming's 8 tokens.
     pub fn text_code_name_default(&self, name: &str) -> Result<NameEmbedding<B>> {
         self.text_code_name(name, DEFAULT_NAME_TOKENS)

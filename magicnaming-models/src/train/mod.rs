@@ -1,14 +1,19 @@
 //! Training the name encoder's head against name text-codings (METHOD.md (a), (b)):
-//! the dataset format, the learning-rate schedule, the training loop with exact resume,
-//! and the validation metrics.
+//! the dataset format and its building from a manifest of photos and names, the
+//! learning-rate schedule, the training loop with exact resume, and the validation
+//! metrics.
+pub mod build;
 pub mod dataset;
 pub mod export;
+pub mod manifest;
 pub mod metrics;
 pub mod schedule;
 pub mod synthetic;
 pub mod trainer;
 
-pub use dataset::{Dataset, DatasetWriter, Identity, Split};
+pub use build::{build_dataset, split_identities, BuildConfig, BuildReport, BuildSources};
+pub use dataset::{Dataset, DatasetIndex, DatasetWriter, Identity, Skipped, Split};
+pub use manifest::{clean_name, group_names, read_manifest, Manifest, ManifestEntry};
 pub use metrics::{evaluate, ValMetrics};
 pub use schedule::LrSchedule;
 pub use trainer::{train, TrainConfig, TrainSummary};

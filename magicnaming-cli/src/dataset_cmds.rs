@@ -1,0 +1,105 @@
+//! `dataset build`: a training dataset folder from a manifest of photos and names.
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use burn::tensor::backend::Backend;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use magicnaming_models::train::{build_dataset, BuildConfig, BuildSources, Split};
+
+use crate::device::Job;
+
+/// Arguments of `dataset build`.
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Manifest: .jsonl lines `{"image": PATH, "name": NAME}` or .csv with header
+    /// `image,name`; image paths relative to the manifest's folder, or absolute.
+    #[arg(long)]
+    manifest: PathBuf,
+    /// SDXL model (for its text encoders): diffusers folder or single-file .safetensors.
+    #[arg(long)]
+    model: PathBuf,
+    /// Diffusers-style folder of configurations (for non-standard sizes).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// CLIP_L image tower: folder or .safetensors file.
+    #[arg(long)]
+    tower_l: PathBuf,
+    /// CLIP_G image tower: folder or .safetensors file.
+    #[arg(long)]
+    tower_g: PathBuf,
+    /// Output dataset folder: new or empty, or an interrupted build of the same inputs
+    /// (which is resumed).
+    #[arg(long)]
+    out: PathBuf,
+    /// Share of the people held out for validation (at least one when there are two).
+    #[arg(long, default_value_t = BuildConfig::default().val_fraction)]
+    val_fraction: f64,
+    /// Seed of the train/validation split.
+    #[arg(long, default_value_t = BuildConfig::default().seed)]
+    seed: u64,
+    /// Name tokens kept after the start token.
+    #[arg(long, default_value_t = BuildConfig::default().num_tokens)]
+    tokens: usize,
+    /// Images (and names) per forward pass.
+    #[arg(long, default_value_t = BuildConfig::default().batch_size)]
+    batch: usize,
+    /// Images per shard file (a multiple of --batch makes resumed builds exact).
+    #[arg(long, default_value_t = BuildConfig::default().shard_rows)]
+    shard_rows: usize,
+}
+
+impl Job for BuildArgs {
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let sources = BuildSources {
+            manifest: self.manifest.clone(),
+            model: self.model,
+            config: self.config,
+            tower_l: self.tower_l,
+            tower_g: self.tower_g,
+        };
+        let config = BuildConfig {
+            val_fraction: self.val_fraction,
+            seed: self.seed,
+            num_tokens: self.tokens,
+            batch_size: self.batch,
+            shard_rows: self.shard_rows,
+            stop_after: None,
+        };
+        // Drawn only on a terminal (indicatif hides itself otherwise).
+        let bar = ProgressBar::no_length().with_style(
+            ProgressStyle::with_template(
+                "{spinner} embedding images {pos}/{len} [{bar:30}] {per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        let report =
+            build_dataset::<B>(&sources, &self.out, &config, &device, &mut |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            })
+            .with_context(|| format!("building a dataset from {}", self.manifest.display()))?;
+        bar.finish_and_clear();
+        let index = report
+            .index
+            .context("the build stopped before the end; run it again to resume")?;
+        let val = index
+            .identities
+            .iter()
+            .filter(|i| i.split == Split::Val)
+            .count();
+        let summary = serde_json::json!({
+            "out": self.out.display().to_string(),
+            "identities": index.identities.len(),
+            "train_identities": index.identities.len() - val,
+            "val_identities": val,
+            "images": index.shards.iter().map(|s| s.count).sum::<usize>(),
+            "skipped": index.skipped.len(),
+            "dropped_identities": report.dropped,
+            "resumed_at": report.resumed_at,
+        });
+        println!("{summary}");
+        Ok(())
+    }
+}

@@ -1,0 +1,221 @@
+//! `dataset build` as a user drives it: a SIGKILL mid-build and a rerun that resumes to the
+//! uninterrupted result, then `train` on the built dataset and the trained encoder used on
+//! a photo (its folder points at the towers the dataset was embedded with).
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use burn::backend::NdArray;
+use magicnaming_models::name_encoder::NameEncoder;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_magicnaming"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+fn build_cmd(manifest: &Path, out: &Path) -> Command {
+    let mut c = bin();
+    c.args(["dataset", "build", "--manifest"])
+        .arg(manifest)
+        .arg("--model")
+        .arg(fixtures().join("text/tiny-sdxl"))
+        .arg("--tower-l")
+        .arg(fixtures().join("vision/tower-l"))
+        .arg("--tower-g")
+        .arg(fixtures().join("vision/tower-g"))
+        .arg("--out")
+        .arg(out)
+        .args([
+            "--batch",
+            "4",
+            "--shard-rows",
+            "8",
+            "--val-fraction",
+            "0.25",
+        ]);
+    c
+}
+
+/// A manifest of `copies` x 12 photos (the fixture images, by absolute path; two of the
+/// 12 are broken) of 6 people.
+fn manifest(dir: &Path, copies: usize) -> PathBuf {
+    let images = fixtures().join("vision/images");
+    let rows = [
+        ("alpha.png", "Barack Obama"),
+        ("big.png", "barack obama"),
+        ("gray.png", "Ada Lovelace"),
+        ("truncated.jpg", "Ada Lovelace"),
+        ("palette.gif", "Marie Curie, PhD"),
+        ("rgb.bmp", "Marie Curie, PhD"),
+        ("rgb.jpg", "Alan Turing"),
+        ("not_an_image.png", "Alan Turing"),
+        ("rgb.webp", "Grace Hopper"),
+        ("exif6.jpg", "Grace Hopper"),
+        ("rgb16.png", "Zo\u{eb} Salda\u{f1}a"),
+        ("gray16.png", "ZOË SALDAÑA"),
+    ];
+    let mut text = String::new();
+    for _ in 0..copies {
+        for (image, name) in rows {
+            let line = serde_json::json!({"image": images.join(image), "name": name});
+            text += &format!("{line}\n");
+        }
+    }
+    let p = dir.join("people.jsonl");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn shards_done(out: &Path) -> usize {
+    std::fs::read(out.join("build-state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["shards"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
+/// Every file but the build state, by name: tensors and metadata, or text.
+fn snapshot(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for f in std::fs::read_dir(dir).unwrap() {
+        let f = f.unwrap();
+        let name = f.file_name().to_string_lossy().to_string();
+        if name == "build-state.json" {
+            continue;
+        }
+        let bytes = std::fs::read(f.path()).unwrap();
+        let value = if name.ends_with(".safetensors") {
+            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+            let tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = st
+                .tensors()
+                .into_iter()
+                .map(|(k, v)| (k, (v.shape().to_vec(), v.data().to_vec())))
+                .collect();
+            format!("{tensors:?} {:?}", meta.metadata())
+        } else {
+            String::from_utf8(bytes).unwrap()
+        };
+        out.insert(name, value);
+    }
+    out
+}
+
+fn ok(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn sigkill_then_rerun_equals_an_uninterrupted_build_which_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(dir.path(), 40);
+
+    let full = dir.path().join("full");
+    let summary = ok(&build_cmd(&m, &full).output().unwrap());
+    assert_eq!(summary["identities"], 6);
+    assert_eq!(summary["val_identities"], 2, "round(6 * 0.25) held out");
+    assert_eq!(summary["images"], 400);
+    assert_eq!(summary["skipped"], 80);
+    assert_eq!(summary["resumed_at"], 0);
+
+    // Kill -9 once the first shard is on disk, well before the end.
+    let cut = dir.path().join("cut");
+    let mut child = build_cmd(&m, &cut)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while shards_done(&cut) == 0 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build ended before it could be killed"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no shard in time"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    assert!(!child.wait().unwrap().success(), "killed mid-way");
+    assert!(
+        !cut.join("dataset.json").exists(),
+        "killed before the end (dataset.json is written last)"
+    );
+
+    let summary = ok(&build_cmd(&m, &cut).output().unwrap());
+    assert!(
+        summary["resumed_at"].as_u64().unwrap() > 0,
+        "the rerun kept the shards written before the kill: {summary}"
+    );
+    assert_eq!(snapshot(&cut), snapshot(&full));
+
+    // Train on it, then use the encoder on a photo.
+    let enc = dir.path().join("enc");
+    let out = bin()
+        .arg("train")
+        .arg("--dataset")
+        .arg(&full)
+        .arg("--out")
+        .arg(&enc)
+        .args([
+            "--steps",
+            "20",
+            "--eval-every",
+            "10",
+            "--checkpoint-every",
+            "10",
+            "--hidden-dims",
+            "16,16",
+        ])
+        .output()
+        .unwrap();
+    let last = ok(&out);
+    assert_eq!(last["step"], 20);
+    assert!(last["val_cosine"].as_f64().is_some(), "{last}");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(enc.join("config.json")).unwrap()).unwrap();
+    let tower_l = fixtures().join("vision/tower-l").canonicalize().unwrap();
+    assert_eq!(config["tower_l"], tower_l.display().to_string());
+    let encoder = NameEncoder::<NdArray<f32>>::load(&enc, &Default::default()).unwrap();
+    let photo = fixtures().join("vision/images/rgb.jpg");
+    let names = encoder.predict(&[photo], false).unwrap();
+    assert_eq!(names.len(), 1);
+    assert_eq!((names[0].num_tokens(), names[0].dim()), (8, 40));
+    let values: Vec<f32> = names[0].tokens().clone().into_data().iter().collect();
+    assert!(values.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn build_errors_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("people.txt");
+    std::fs::write(&m, "image,name\n").unwrap();
+    let out = build_cmd(&m, &dir.path().join("o")).output().unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("people.txt") && e.contains(".jsonl"), "{e}");
+
+    let m = dir.path().join("people.jsonl");
+    std::fs::write(
+        &m,
+        "{\"image\": \"a.png\", \"name\": \"A\"}\n{\"image\": 3}\n",
+    )
+    .unwrap();
+    let out = build_cmd(&m, &dir.path().join("o")).output().unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("people.jsonl:2:"), "{e}");
+}
