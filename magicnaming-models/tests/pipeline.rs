@@ -2,16 +2,15 @@
 //! (fixtures by tools/reference/make_pipeline_fixtures.py): 48 x 64 (latents 12 x 16),
 //! 5 steps, guidance 5, given initial latents; every scheduler, with and without a name,
 //! with a negative prompt, from a diffusers folder and from a single file.
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use burn::backend::NdArray;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use magicnaming_core::NameEmbedding;
 use magicnaming_models::schedulers::SchedulerKind;
 use magicnaming_models::sdxl::{GenerateOptions, SdxlPipeline, SdxlSource};
 
-type B = NdArray<f32>;
+mod common;
+use common::{max_abs_diff, Reference, B};
 
 /// Final latents reach |x| ~ 46 here (the random UNet does not denoise); diffusers' own
 /// f32 vs f64 runs differ by 3e-5. 1e-3 is the bound for 5 steps.
@@ -23,49 +22,18 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
 }
 
-fn reference() -> HashMap<String, (Vec<f32>, Vec<usize>)> {
-    let bytes = std::fs::read(root().join("pipeline/reference.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .filter(|(_, v)| v.dtype() == safetensors::Dtype::F32)
-        .map(|(k, v)| {
-            let vals = v
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            (k, (vals, v.shape().to_vec()))
-        })
-        .collect()
+fn reference() -> Reference {
+    Reference::load(&root().join("pipeline/reference.safetensors"))
 }
 
-fn tensor4(r: &(Vec<f32>, Vec<usize>)) -> Tensor<B, 4> {
-    let s: [usize; 4] = r.1.clone().try_into().unwrap();
-    Tensor::from_data(TensorData::new(r.0.clone(), s), &Default::default())
-}
-
-fn max_diff(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    got.iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
-}
-
-fn options(r: &HashMap<String, (Vec<f32>, Vec<usize>)>) -> GenerateOptions<B> {
+fn options(r: &Reference) -> GenerateOptions<B> {
     let mut o = GenerateOptions::new("a photo of a person");
     (o.width, o.height, o.steps, o.guidance) = (64, 48, 5, 5.0);
-    o.init_latents = Some(tensor4(&r["init_latents"]));
+    o.init_latents = Some(r.tensor::<4>("init_latents"));
     o
 }
 
-fn check(
-    pipe: &SdxlPipeline<B>,
-    o: &GenerateOptions<B>,
-    r: &HashMap<String, (Vec<f32>, Vec<usize>)>,
-    case: &str,
-) {
+fn check(pipe: &SdxlPipeline<B>, o: &GenerateOptions<B>, r: &Reference, case: &str) {
     let mut steps = 0;
     let out = pipe
         .generate(o, &mut |done, total| {
@@ -74,19 +42,20 @@ fn check(
         })
         .unwrap();
     assert_eq!(steps, 5, "progress reported every step");
-    let want = &r[&format!("final_latents.{case}")];
+    let want = r.get(&format!("final_latents.{case}"));
     assert_eq!(out.latents.dims().to_vec(), want.1);
     let got = out.latents.into_data().to_vec::<f32>().unwrap();
-    let d = max_diff(&got, &want.0);
+    let d = max_abs_diff(&got, &want.0);
     eprintln!("{case}: final latents max abs diff {d:.3e}");
     assert!(d <= LATENT_TOL, "{case}: final latents differ by {d}");
     // diffusers' image is the raw decode in [-1, 1]; ours is postprocessed to [0, 1].
-    let img: Vec<f32> = r[&format!("image.{case}")]
+    let img: Vec<f32> = r
+        .get(&format!("image.{case}"))
         .0
         .iter()
         .map(|v| (v * 0.5 + 0.5).clamp(0.0, 1.0))
         .collect();
-    let d = max_diff(&out.image.into_data().to_vec::<f32>().unwrap(), &img);
+    let d = max_abs_diff(&out.image.into_data().to_vec::<f32>().unwrap(), &img);
     eprintln!("{case}: image max abs diff {d:.3e}");
     assert!(d <= IMAGE_TOL, "{case}: image differs by {d}");
 }
@@ -113,7 +82,7 @@ fn every_scheduler_matches_diffusers() {
     o.scheduler = Some(SchedulerKind::EulerAncestral);
     o.step_noise = Some(
         (0..5)
-            .map(|i| tensor4(&r[&format!("noise.euler-a.{i}")]))
+            .map(|i| r.tensor::<4>(&format!("noise.euler-a.{i}")))
             .collect(),
     );
     check(&pipe, &o, &r, "euler-a");
@@ -122,11 +91,7 @@ fn every_scheduler_matches_diffusers() {
 #[test]
 fn name_prepending_and_negative_prompt_match_diffusers() {
     let (pipe, r) = (folder(), reference());
-    let (name, shape) = &r["name"];
-    let tokens = Tensor::<B, 2>::from_data(
-        TensorData::new(name.clone(), [shape[0], shape[1]]),
-        &Default::default(),
-    );
+    let tokens = r.tensor::<2>("name");
     let mut o = options(&r);
     o.name = Some(NameEmbedding::new(tokens, "Barack Obama").unwrap());
     check(&pipe, &o, &r, "euler-name");

@@ -3,14 +3,13 @@
 //! config A is a diffusers folder (fp32 encoder 1, fp16-only encoder 2), config B a
 //! single-file checkpoint (HF-layout encoder 1, open_clip-layout encoder 2) with a
 //! `--config` folder of other sizes.
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use burn::backend::NdArray;
 use burn::tensor::Tensor;
 use magicnaming_models::sdxl::{SdxlSource, SdxlTextEncoders};
 
-type B = NdArray<f32>;
+mod common;
+use common::{Reference, B};
 
 /// f32 CPU against PyTorch f32: the reference values are O(1) and pass through a few
 /// layers of matmuls and LayerNorms; 1e-4 is the bound and leaves ~100x margin
@@ -19,57 +18,6 @@ const TOL: f32 = 1e-4;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/text")
-}
-
-struct Reference {
-    tensors: HashMap<String, (Vec<f32>, Vec<usize>)>,
-    meta: HashMap<String, String>,
-}
-
-impl Reference {
-    fn load(name: &str) -> Self {
-        let bytes = std::fs::read(fixtures().join(name)).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let tensors = st
-            .tensors()
-            .into_iter()
-            .map(|(k, v)| {
-                let vals = v
-                    .data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
-                (k, (vals, v.shape().to_vec()))
-            })
-            .collect();
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-        Self {
-            tensors,
-            meta: meta.metadata().clone().unwrap_or_default(),
-        }
-    }
-
-    fn get(&self, key: &str) -> &(Vec<f32>, Vec<usize>) {
-        self.tensors
-            .get(key)
-            .unwrap_or_else(|| panic!("reference has no {key}"))
-    }
-
-    fn ids(&self, key: &str) -> Vec<u32> {
-        serde_json::from_str(
-            self.meta
-                .get(key)
-                .unwrap_or_else(|| panic!("no metadata {key}")),
-        )
-        .unwrap()
-    }
-
-    fn count(&self, prefix: &str) -> usize {
-        self.tensors
-            .keys()
-            .filter(|k| k.starts_with(prefix))
-            .count()
-    }
 }
 
 fn assert_close<const D: usize>(what: &str, got: Tensor<B, D>, want: &(Vec<f32>, Vec<usize>)) {
@@ -95,11 +43,11 @@ fn check_towers(enc: &SdxlTextEncoders<B>, reference: &Reference) {
     for i in 0..prompts {
         let out_1 = enc
             .text_encoder
-            .forward(&[reference.ids(&format!("ids.te1.{i}"))])
+            .forward(&[reference.json::<Vec<u32>>(&format!("ids.te1.{i}"))])
             .unwrap();
         let out_2 = enc
             .text_encoder_2
-            .forward(&[reference.ids(&format!("ids.te2.{i}"))])
+            .forward(&[reference.json::<Vec<u32>>(&format!("ids.te2.{i}"))])
             .unwrap();
         let stack = |s: &[Tensor<B, 3>]| Tensor::cat(s.to_vec(), 0);
         assert_close(
@@ -147,7 +95,7 @@ fn check_towers(enc: &SdxlTextEncoders<B>, reference: &Reference) {
 #[test]
 fn diffusers_folder_matches_diffusers_encode_prompt() {
     let enc = load(&fixtures().join("tiny-sdxl"), None);
-    let reference = Reference::load("reference_a.safetensors");
+    let reference = Reference::load(&fixtures().join("reference_a.safetensors"));
     assert_eq!((enc.token_dim(), enc.pooled_dim()), (40, 20));
     check_towers(&enc, &reference);
     // End to end from text: tokenizers + towers + concatenation, as diffusers' encode_prompt.
@@ -181,7 +129,7 @@ fn diffusers_folder_matches_diffusers_encode_prompt() {
 #[test]
 fn names_are_text_coded_from_positions_1_to_8() {
     let enc = load(&fixtures().join("tiny-sdxl"), None);
-    let reference = Reference::load("reference_a.safetensors");
+    let reference = Reference::load(&fixtures().join("reference_a.safetensors"));
     let names: Vec<String> = serde_json::from_str(&reference.meta["names"]).unwrap();
     assert_eq!(names.len(), 3);
     for (j, n) in names.iter().enumerate() {
@@ -204,7 +152,7 @@ fn names_are_text_coded_from_positions_1_to_8() {
 #[test]
 fn negative_prompt_follows_force_zeros_for_empty_prompt() {
     let enc = load(&fixtures().join("tiny-sdxl"), None);
-    let reference = Reference::load("reference_a.safetensors");
+    let reference = Reference::load(&fixtures().join("reference_a.safetensors"));
     assert!(enc.force_zeros_for_empty_prompt);
     let neg = enc.encode_negative_prompt(None, 2).unwrap();
     assert_eq!(neg.prompt_embeds.dims(), [2, 77, 40]);
@@ -236,7 +184,7 @@ fn single_file_with_config_folder_matches_open_clip() {
         &fixtures().join("tiny-sdxl-b.safetensors"),
         Some(&fixtures().join("tiny-sdxl-b-config")),
     );
-    let reference = Reference::load("reference_b.safetensors");
+    let reference = Reference::load(&fixtures().join("reference_b.safetensors"));
     assert_eq!((enc.token_dim(), enc.pooled_dim()), (48, 12));
     check_towers(&enc, &reference);
 }
@@ -377,7 +325,7 @@ fn full_single_file_matches_the_folder() {
         Some(&pipeline.join("tiny-sdxl-single-config")),
     );
     assert_eq!((enc.token_dim(), enc.pooled_dim()), (40, 20));
-    let reference = Reference::load("../pipeline/reference.safetensors");
+    let reference = Reference::load(&fixtures().join("../pipeline/reference.safetensors"));
     let e = enc.encode_prompt(&["a photo of a person"]).unwrap();
     assert_close(
         "single-file prompt_embeds",

@@ -4,11 +4,9 @@
 //! in a full `CLIPModel`, a "G-like" open_clip tower (GELU) as a full open_clip model and
 //! as a bare visual file, transformers' `CLIPImageProcessor` on real image files, and a
 //! name encoder whose head was computed by torch.
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use burn::backend::NdArray;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use magicnaming_models::clip::image_transforms::{resize, Resample, Rgb8};
 use magicnaming_models::clip::image_utils::load_image;
 use magicnaming_models::clip::tower::ClipVisionTower;
@@ -16,7 +14,8 @@ use magicnaming_models::name_encoder::NameEncoder;
 use magicnaming_models::weights::clip_vision::VisionLayout;
 use magicnaming_models::ModelError;
 
-type B = NdArray<f32>;
+mod common;
+use common::{Reference, B};
 
 /// f32 CPU against PyTorch f32: outputs are O(1) after a few matmuls and LayerNorms; the
 /// issue's bound, ~100x above the observed reordering error (~1e-6).
@@ -34,50 +33,6 @@ fn fixtures() -> PathBuf {
 
 fn image(name: &str) -> PathBuf {
     fixtures().join("images").join(name)
-}
-
-struct Reference {
-    tensors: HashMap<String, (Vec<f32>, Vec<usize>)>,
-    meta: HashMap<String, String>,
-}
-
-impl Reference {
-    fn load() -> Self {
-        let bytes = std::fs::read(fixtures().join("reference.safetensors")).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let tensors = st
-            .tensors()
-            .into_iter()
-            .map(|(k, v)| {
-                let vals = v
-                    .data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
-                (k, (vals, v.shape().to_vec()))
-            })
-            .collect();
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-        Self {
-            tensors,
-            meta: meta.metadata().clone().unwrap_or_default(),
-        }
-    }
-
-    fn get(&self, key: &str) -> &(Vec<f32>, Vec<usize>) {
-        self.tensors
-            .get(key)
-            .unwrap_or_else(|| panic!("reference has no {key}"))
-    }
-
-    fn tensor<const D: usize>(&self, key: &str) -> Tensor<B, D> {
-        let (v, s) = self.get(key);
-        Tensor::from_data(TensorData::new(v.clone(), s.clone()), &Default::default())
-    }
-
-    fn list(&self, key: &str) -> Vec<String> {
-        serde_json::from_str(&self.meta[key]).unwrap()
-    }
 }
 
 fn max_diff<const D: usize>(what: &str, got: Tensor<B, D>, want: &(Vec<f32>, Vec<usize>)) -> f32 {
@@ -141,7 +96,7 @@ fn check_identical_pixels(t: &ClipVisionTower<B>, r: &Reference, tag: &str) -> f
 
 #[test]
 fn transformers_towers_match_transformers() {
-    let r = Reference::load();
+    let r = Reference::load(&fixtures().join("reference.safetensors"));
     let t = tower(&fixtures().join("tower-l"));
     assert_eq!(
         t.layout,
@@ -172,7 +127,7 @@ fn transformers_towers_match_transformers() {
 
 #[test]
 fn open_clip_towers_match_open_clip() {
-    let r = Reference::load();
+    let r = Reference::load(&fixtures().join("reference.safetensors"));
     let t = tower(&fixtures().join("tower-g"));
     assert_eq!(
         t.layout,
@@ -196,7 +151,7 @@ fn open_clip_towers_match_open_clip() {
 
 #[test]
 fn resize_is_bit_exact_with_torchvision() {
-    let r = Reference::load();
+    let r = Reference::load(&fixtures().join("reference.safetensors"));
     let cases: Vec<[usize; 4]> = serde_json::from_str(&r.meta["resize_cases"]).unwrap();
     assert!(cases.len() >= 7);
     for (i, [h, w, oh, ow]) in cases.into_iter().enumerate() {
@@ -224,13 +179,17 @@ fn resize_is_bit_exact_with_torchvision() {
 
 #[test]
 fn pixel_values_match_clip_image_processor() {
-    let r = Reference::load();
+    let r = Reference::load(&fixtures().join("reference.safetensors"));
     let towers = [
         ("l", tower(&fixtures().join("tower-l"))),
         ("g", tower(&fixtures().join("tower-g"))),
     ];
-    for name in r.list("lossless").iter().chain(&r.list("lossy")) {
-        let lossy = r.list("lossy").contains(name);
+    for name in r
+        .json::<Vec<String>>("lossless")
+        .iter()
+        .chain(&r.json::<Vec<String>>("lossy"))
+    {
+        let lossy = r.json::<Vec<String>>("lossy").contains(name);
         // Decoding: exact for lossless formats (incl. EXIF, alpha on white, 16-bit rules).
         let rgb = load_image(&image(name)).unwrap();
         let (dec, shape) = r.get(&format!("img.{name}.decoded"));
@@ -268,13 +227,17 @@ fn pixel_values_match_clip_image_processor() {
 
 #[test]
 fn image_embeds_from_files_match_transformers_end_to_end() {
-    let r = Reference::load();
+    let r = Reference::load(&fixtures().join("reference.safetensors"));
     let towers = [
         ("l", tower(&fixtures().join("tower-l"))),
         ("g", tower(&fixtures().join("tower-g"))),
     ];
-    for name in r.list("lossless").iter().chain(&r.list("lossy")) {
-        let lossy = r.list("lossy").contains(name);
+    for name in r
+        .json::<Vec<String>>("lossless")
+        .iter()
+        .chain(&r.json::<Vec<String>>("lossy"))
+    {
+        let lossy = r.json::<Vec<String>>("lossy").contains(name);
         for (tag, t) in &towers {
             let e = t.embed_image_file(&image(name)).unwrap();
             assert_eq!(
@@ -311,13 +274,17 @@ fn encoder() -> NameEncoder<B> {
 
 #[test]
 fn name_encoder_matches_torch_head() {
-    let r = Reference::load();
+    let r = Reference::load(&fixtures().join("reference.safetensors"));
     let enc = encoder();
-    let images: Vec<PathBuf> = r.list("name_images").iter().map(|n| image(n)).collect();
+    let images: Vec<PathBuf> = r
+        .json::<Vec<String>>("name_images")
+        .iter()
+        .map(|n| image(n))
+        .collect();
     // embed_images: [N, 12 + 20], L first.
     let embeds = enc.embed_images(&images).unwrap();
     assert_eq!(embeds.dims(), [images.len(), 32]);
-    for (i, n) in r.list("name_images").iter().enumerate() {
+    for (i, n) in r.json::<Vec<String>>("name_images").iter().enumerate() {
         let row = embeds.clone().slice([i..i + 1, 0..32]);
         let want_l = r.tensor::<2>(&format!("img.{n}.l.image_embeds"));
         let want_g = r.tensor::<2>(&format!("img.{n}.g.image_embeds"));
@@ -330,7 +297,7 @@ fn name_encoder_matches_torch_head() {
     let names = enc.predict(&images, false).unwrap();
     assert_eq!(names.len(), images.len());
     let mut worst = 0f32;
-    for (name, n) in names.iter().zip(r.list("name_images")) {
+    for (name, n) in names.iter().zip(r.json::<Vec<String>>("name_images")) {
         assert_eq!((name.num_tokens(), name.dim()), (8, 16));
         assert!(name.source().ends_with(&n), "{}", name.source());
         worst = worst.max(assert_close(
@@ -340,7 +307,11 @@ fn name_encoder_matches_torch_head() {
             TOL,
         ));
     }
-    let avg_set: Vec<PathBuf> = r.list("average_set").iter().map(|n| image(n)).collect();
+    let avg_set: Vec<PathBuf> = r
+        .json::<Vec<String>>("average_set")
+        .iter()
+        .map(|n| image(n))
+        .collect();
     let avg = enc.predict(&avg_set, true).unwrap();
     assert_eq!(avg.len(), 1);
     assert!(
@@ -356,7 +327,7 @@ fn name_encoder_matches_torch_head() {
     );
     eprintln!("names max abs diff {worst:.2e}, average {d:.2e}");
     // Averaging is not a no-op: it differs from each member.
-    for n in r.list("average_set") {
+    for n in r.json::<Vec<String>>("average_set") {
         assert!(
             max_diff(
                 "avg vs member",
@@ -369,7 +340,7 @@ fn name_encoder_matches_torch_head() {
 
 #[test]
 fn bad_images_are_skipped_and_named_when_asked() {
-    let r = Reference::load();
+    let r = Reference::load(&fixtures().join("reference.safetensors"));
     let enc = encoder();
     let bad = [
         "truncated.jpg",
@@ -468,7 +439,7 @@ fn copy(src: &Path, dst: &Path) {
 #[test]
 fn bare_transformers_keys_are_accepted() {
     // transformers 5 CLIPVisionModel files have no `vision_model.` prefix.
-    let r = Reference::load();
+    let r = Reference::load(&fixtures().join("reference.safetensors"));
     let dir = tempfile::tempdir().unwrap();
     let l = fixtures().join("tower-l");
     for f in ["config.json", "preprocessor_config.json"] {
@@ -565,7 +536,7 @@ fn tower_errors_name_what_is_missing() {
 fn encoder_with_embedded_tower_config_and_absolute_paths() {
     // The G tower as a lone file whose architecture and preprocessing are embedded in the
     // encoder's config.json; the L tower by absolute path.
-    let r = Reference::load();
+    let r = Reference::load(&fixtures().join("reference.safetensors"));
     let dir = tempfile::tempdir().unwrap();
     let lone = dir.path().join("g.safetensors");
     copy(&fixtures().join("tower-g-file/visual.safetensors"), &lone);
@@ -596,7 +567,7 @@ fn encoder_with_embedded_tower_config_and_absolute_paths() {
 
 #[test]
 fn encoder_save_and_reload_round_trip() {
-    let r = Reference::load();
+    let r = Reference::load(&fixtures().join("reference.safetensors"));
     let enc = encoder();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("copy");
@@ -703,7 +674,7 @@ fn encoder_config_errors() {
 #[test]
 fn image_embedding_file_holds_both_tensors() {
     // What `magicnaming embed-image` writes.
-    let r = Reference::load();
+    let r = Reference::load(&fixtures().join("reference.safetensors"));
     let t = tower(&fixtures().join("tower-l"));
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("embeds.safetensors");
