@@ -2,6 +2,7 @@
 //!
 //! Every command that runs a network takes `--device cpu|wgpu[:N]|cuda[:N]` among the
 //! backends compiled in (cargo features `ndarray` (default), `wgpu`, `cuda`).
+mod bench_cmd;
 mod device;
 mod generate_cmd;
 mod image_cmds;
@@ -46,6 +47,8 @@ enum Command {
     Train(train_cmds::TrainArgs),
     /// Validation metrics of an encoder on a dataset, as JSON.
     Eval(train_cmds::EvalArgs),
+    /// Time SDXL's components and the CLIP image towers (medians after warm-up).
+    Bench(bench_cmd::BenchArgs),
     /// Show which backends this binary was built with.
     Backends,
 }
@@ -91,6 +94,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Train(args) => dispatch(&device, args),
         Command::Eval(args) => dispatch(&device, args),
+        Command::Bench(args) => dispatch(&device, args),
         Command::Backends => {
             println!("{}", device::compiled_backends().join(" "));
             Ok(())
