@@ -109,6 +109,10 @@ pub struct BenchArgs {
     /// Timed runs of the whole image (default: --iters).
     #[arg(long)]
     image_iters: Option<usize>,
+    /// Stop a component's timed runs once it has taken this many seconds (warm-ups
+    /// included), after at least one; for time-limited machines.
+    #[arg(long)]
+    budget_s: Option<f64>,
     /// Float type of weights and activations.
     #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
     dtype: DtypeArg,
@@ -183,11 +187,12 @@ impl Row {
 }
 
 /// Runs `f` `warmup` times, then `iters` times timed; each run's outputs are kept until
-/// the device is synchronised. Returns the first warm-up's time and the timed samples.
+/// the device is synchronised. With a `budget` (seconds), the timed runs stop once the
+/// component has taken that long, after at least one. Returns the first warm-up's time and
+/// the timed samples.
 fn time_runs<B: Backend, T>(
     device: &B::Device,
-    warmup: usize,
-    iters: usize,
+    (warmup, iters, budget): (usize, usize, Option<f64>),
     mut f: impl FnMut() -> Result<T>,
 ) -> Result<Runs> {
     let sync = || B::sync(device).map_err(|e| anyhow!("synchronising the device: {e:?}"));
@@ -200,6 +205,7 @@ fn time_runs<B: Backend, T>(
         drop(out);
         Ok(ms)
     };
+    let began = Instant::now();
     let mut first = None;
     for i in 0..warmup {
         let ms = run()?;
@@ -207,7 +213,17 @@ fn time_runs<B: Backend, T>(
             first = Some(ms);
         }
     }
-    let samples = (0..iters).map(|_| run()).collect::<Result<Vec<_>>>()?;
+    let mut samples = Vec::with_capacity(iters);
+    while samples.len() < iters {
+        if budget.is_some_and(|b| !samples.is_empty() && began.elapsed().as_secs_f64() > b) {
+            log::warn!(
+                "--budget-s reached: {} of {iters} timed runs",
+                samples.len()
+            );
+            break;
+        }
+        samples.push(run()?);
+    }
     Ok((first, samples))
 }
 
@@ -460,10 +476,18 @@ impl BenchArgs {
         if self.image_iters == Some(0) {
             bail!("--image-iters must be at least 1");
         }
+        if self.budget_s.is_some_and(|b| b.is_nan() || b < 0.0) {
+            bail!("--budget-s must be a number of seconds >= 0");
+        }
         if let Some(c) = self.config.as_ref().filter(|c| !c.is_dir()) {
             bail!("--config {}: not a folder", c.display());
         }
         Ok(())
+    }
+
+    /// Warm-ups, timed runs and time budget of a component.
+    fn plan(&self) -> (usize, usize, Option<f64>) {
+        (self.warmup, self.iters, self.budget_s)
     }
 
     fn float(&self) -> FloatDType {
@@ -553,7 +577,7 @@ impl BenchArgs {
         }
         if let (true, Some((enc, built))) = (self.has(Component::Text), &text) {
             // As a guided pipeline: the prompt, and the unconditional embeddings.
-            let r = time_runs::<B, _>(device, self.warmup, self.iters, || {
+            let r = time_runs::<B, _>(device, self.plan(), || {
                 let pos = enc.encode_prompt(&[self.prompt.as_str()])?;
                 let neg = enc.encode_negative_prompt(None, 1)?;
                 Ok((pos, neg))
@@ -590,7 +614,7 @@ impl BenchArgs {
                 let ids = [res, res, 0, 0, res, res].map(|v| v as f32);
                 let ids: Vec<f32> = ids.iter().chain(ids.iter()).copied().collect();
                 let time_ids = Tensor::<B, 2>::from_data(TensorData::new(ids, [2, 6]), device);
-                let r = time_runs::<B, _>(device, self.warmup, self.iters, || {
+                let r = time_runs::<B, _>(device, self.plan(), || {
                     let (s, c, p, t) = (
                         sample.clone(),
                         ctx.clone(),
@@ -616,7 +640,7 @@ impl BenchArgs {
                 let l = res / f;
                 let z =
                     Tensor::<B, 4>::random([1, vae_config.latent_channels, l, l], normal, device);
-                let r = time_runs::<B, _>(device, self.warmup, self.iters, || {
+                let r = time_runs::<B, _>(device, self.plan(), || {
                     Ok(v.decode(v.unscale_latents(z.clone()))?)
                 })?;
                 let what = format!("VAE decode, {l}x{l} -> {res}x{res}");
@@ -641,7 +665,7 @@ impl BenchArgs {
             options.seed = self.seed;
             pipeline.check(&options)?;
             let iters = self.image_iters.unwrap_or(self.iters);
-            let r = time_runs::<B, _>(device, self.warmup.min(1), iters, || {
+            let r = time_runs::<B, _>(device, (self.warmup.min(1), iters, self.budget_s), || {
                 Ok(pipeline.generate(&options, &mut |_, _| {})?)
             })?;
             let what = format!(
@@ -668,7 +692,7 @@ impl BenchArgs {
             let s = model.image_size();
             let shape = [self.tower_batch, 3, s, s];
             let pixels = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), device);
-            let r = time_runs::<B, _>(device, self.warmup, self.iters, || {
+            let r = time_runs::<B, _>(device, self.plan(), || {
                 Ok(model.forward(pixels.clone())?.image_embeds)
             })?;
             let what = format!("image tower {name}, batch {} at {s}x{s}", self.tower_batch);
@@ -718,6 +742,7 @@ impl Job for BenchArgs {
                 "warmup": self.warmup, "iters": self.iters,
                 "image_iters": self.image_iters.unwrap_or(self.iters),
                 "image_warmup": self.warmup.min(1), "prompt": self.prompt, "seed": self.seed,
+                "budget_s": self.budget_s,
             },
             "components": [],
             "host_load": { "start": loadavg(), "end": null },

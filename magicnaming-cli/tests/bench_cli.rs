@@ -127,6 +127,33 @@ fn bench_times_every_component_and_writes_the_json_report() {
 }
 
 #[test]
+fn a_time_budget_cuts_the_timed_runs_after_the_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_config(tmp.path());
+    let json = tmp.path().join("bench.json");
+    let out = output(
+        bin()
+            .args(["bench", "--config"])
+            .arg(&config)
+            .args(["--components", "unet,vae", "--resolution", "32"])
+            .args(["--iters", "5", "--warmup", "1", "--budget-s", "0", "--json"])
+            .arg(&json),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["settings"]["budget_s"], 0.0);
+    for c in report["components"].as_array().unwrap() {
+        // A zero budget is spent by the warm-up: one timed run, not five.
+        assert_eq!(c["samples_ms"].as_array().unwrap().len(), 1, "{c}");
+        assert!(c["first_ms"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
 fn bench_rejects_bad_requests_before_any_work() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tiny_config(tmp.path());
@@ -138,6 +165,7 @@ fn bench_rejects_bad_requests_before_any_work() {
     let cfg = config.to_str().unwrap();
     assert!(err(&["--config", cfg, "--resolution", "30"]).contains("multiple of 8"));
     assert!(err(&["--config", cfg, "--iters", "0"]).contains("at least 1"));
+    assert!(err(&["--config", cfg, "--budget-s=-1"]).contains("--budget-s"));
     assert!(err(&["--config", cfg, "--components", "unet,bogus"]).contains("bogus"));
     // The ndarray backend computes in f32 only.
     assert!(err(&["--config", cfg, "--dtype", "f16", "--components", "text"]).contains("--dtype"));

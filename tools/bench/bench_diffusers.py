@@ -60,6 +60,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--image-iters", type=int)
+    p.add_argument("--budget-s", type=float,
+                   help="stop a component's timed runs after this many seconds (after at least one)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=["fp16", "bf16", "fp32"],
                    help="default: fp16 on CUDA, fp32 on CPU")
@@ -116,7 +118,8 @@ class Bench:
             torch.cuda.synchronize(self.device)
 
     def time_runs(self, warmup, iters, fn):
-        """`warmup` untimed runs, then `iters` timed ones; outputs live until the sync."""
+        """`warmup` untimed runs, then `iters` timed ones (fewer, at least one, once
+        --budget-s seconds have passed); outputs live until the sync."""
         def run():
             self.sync()
             t0 = time.perf_counter()
@@ -125,11 +128,18 @@ class Bench:
             ms = (time.perf_counter() - t0) * 1e3
             del out
             return ms
+        began = time.perf_counter()
         first = None
         for i in range(warmup):
             ms = run()
             first = ms if i == 0 else first
-        return first, [run() for _ in range(iters)]
+        samples = []
+        while len(samples) < iters:
+            if self.a.budget_s is not None and samples and time.perf_counter() - began > self.a.budget_s:
+                print(f"--budget-s reached: {len(samples)} of {iters} timed runs", file=sys.stderr)
+                break
+            samples.append(run())
+        return first, samples
 
     def record(self, name, what, build_s, fn, warmup=None, iters=None):
         warmup = self.a.warmup if warmup is None else warmup
@@ -329,6 +339,12 @@ class Bench:
                 torch.cuda.empty_cache()
 
 
+def script_name():
+    """This script as the command line named it, relative to the repository when inside."""
+    path = os.path.abspath(sys.argv[0] or __file__)
+    return os.path.relpath(path, REPO) if path.startswith(REPO + os.sep) else sys.argv[0]
+
+
 def make_report(a, b, started, load_start):
     import diffusers, transformers, open_clip
     return {
@@ -340,13 +356,13 @@ def make_report(a, b, started, load_start):
         "device_name": device_name(b.device),
         "dtype": a.dtype,
         "date": started,
-        "command": " ".join(shlex.quote(x) for x in [os.path.relpath(sys.argv[0]) if sys.argv[0] else "bench_diffusers.py"] + sys.argv[1:]),
+        "command": " ".join(shlex.quote(x) for x in [script_name()] + sys.argv[1:]),
         "settings": {
             "model": a.model or f"random weights, configurations of {os.path.relpath(a.config)}",
             "resolution": a.resolution, "steps": a.steps, "guidance": a.guidance,
             "tower_batch": a.tower_batch, "warmup": a.warmup, "iters": a.iters,
             "image_iters": a.image_iters, "image_warmup": min(a.warmup, 1), "prompt": a.prompt,
-            "seed": a.seed, "text_attention": b.text_attn, "unet_attention": b.unet_attn,
+            "seed": a.seed, "budget_s": a.budget_s, "text_attention": b.text_attn, "unet_attention": b.unet_attn,
             "vae_dtype": b.vae_dtype, "torch_threads": torch.get_num_threads(),
         },
         "components": b.rows,

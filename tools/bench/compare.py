@@ -38,7 +38,8 @@ def fmt_ms(c):
     m, lo, hi = c["median_ms"], c["min_ms"], c["max_ms"]
     def f(x):
         return f"{x / 1e3:.2f} s" if x >= 1e4 else f"{x:.0f} ms" if x >= 100 else f"{x:.1f} ms"
-    return f"{f(m)} ({f(lo)}–{f(hi)})"
+    n = len(c.get("samples_ms") or [])
+    return f"{f(m)} ({f(lo)}–{f(hi)}, n={n})"
 
 
 def gib(b):
@@ -116,7 +117,9 @@ def main(argv=None):
         if any(n.startswith("tower:") for n in names):
             sizes.append(f"tower batch {s['tower_batch']}")
         print(f"Settings: {'; '.join(sizes)}; warm-up {s['warmup']} (image {s['image_warmup']}), "
-              f"medians of {s['iters']} timed runs (image {s['image_iters']}); cells: median (min–max).")
+              f"up to {s['iters']} timed runs (image {s['image_iters']})"
+              + (f", {s['budget_s']:g} s per component" if s.get("budget_s") is not None else "")
+              + "; cells: median (min–max, n = timed runs).")
         print(f"Ours: {ours['implementation']}, {ours['dtype']}. Diffusers: {theirs['implementation']}, {theirs['dtype']}"
               + (f", VAE decode in {theirs['settings'].get('vae_dtype')}" if theirs['settings'].get('vae_dtype') else "")
               + ".")

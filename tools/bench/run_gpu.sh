@@ -4,7 +4,7 @@
 # bench` (cuda backend, f16), then the README table (tools/bench/compare.py).
 #
 # Expects, carried with the call (README.md "Benchmarks" says how to make them):
-#   .bench/magicnaming            x86-64 binary built with `--features cuda`
+#   .bench/magicnaming.xz         x86-64 binary built with `--features cuda`, xz-compressed
 #   .whl/*.whl                    diffusers, open_clip_torch and the needs the image lacks
 #   .bench/cubecl-cache.tar.gz    optional: burn's autotune + PTX cache of an earlier run
 # and writes to $OUT (default target/bench-gpu), 3 files: table.md (also printed last),
@@ -14,7 +14,10 @@
 # Every process runs under its own time limit (seconds, env overridable) and writes its
 # JSON after each component, so a slow one still leaves the rows it finished; the
 # limits add up to under 7 minutes. Sizes: env RES (1024), STEPS (30), TOWER_BATCH (64),
-# WARMUP (2), ITERS (10), IMAGE_ITERS (3), OURS_DTYPE (f16).
+# WARMUP (2), ITERS (10), IMAGE_ITERS (3), BUDGET_S (15: a component's timed runs stop
+# after that many seconds, after at least one), OURS_DTYPE (f16); BENCH_ARGS (extra arguments of
+# both benches, e.g. a --config), OURS_DEVICE (cuda:0), DIFF_DEVICE (cuda), DIFF_DTYPE (fp16)
+# (the last four let the script be tried on a CPU machine with tiny configurations).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
@@ -23,22 +26,32 @@ mkdir -p "$OUTDIR"
 WORK=$(mktemp -d)
 RES_DIR=$WORK/results
 mkdir -p "$RES_DIR"
+if [[ -z ${MAGICNAMING_BIN:-} && -f .bench/magicnaming.xz ]]; then
+  python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
+    .bench/magicnaming.xz "$WORK/magicnaming" && chmod +x "$WORK/magicnaming"
+  MAGICNAMING_BIN=$WORK/magicnaming
+fi
 BIN=$(realpath "${MAGICNAMING_BIN:-.bench/magicnaming}")
 PY=${PYTHON:-python3}
 RES=${RES:-1024} STEPS=${STEPS:-30} TOWER_BATCH=${TOWER_BATCH:-64}
-WARMUP=${WARMUP:-2} ITERS=${ITERS:-10} IMAGE_ITERS=${IMAGE_ITERS:-3}
-OURS_DTYPE=${OURS_DTYPE:-f16}
+WARMUP=${WARMUP:-2} ITERS=${ITERS:-10} IMAGE_ITERS=${IMAGE_ITERS:-3} BUDGET_S=${BUDGET_S:-15}
+OURS_DTYPE=${OURS_DTYPE:-f16} DIFF_DTYPE=${DIFF_DTYPE:-fp16}
+OURS_DEVICE=${OURS_DEVICE:-cuda:0} DIFF_DEVICE=${DIFF_DEVICE:-cuda}
+read -r -a EXTRA <<< "${BENCH_ARGS:-}"
 T_DIFF_SDXL=${T_DIFF_SDXL:-100} T_DIFF_TOWERS=${T_DIFF_TOWERS:-50}
 T_OURS_UNET=${T_OURS_UNET:-80} T_OURS_VAE=${T_OURS_VAE:-50}
 T_OURS_IMAGE=${T_OURS_IMAGE:-90} T_OURS_TOWERS=${T_OURS_TOWERS:-50}
 COMMON=(--resolution "$RES" --steps "$STEPS" --tower-batch "$TOWER_BATCH"
-        --warmup "$WARMUP" --iters "$ITERS" --image-iters "$IMAGE_ITERS")
+        --warmup "$WARMUP" --iters "$ITERS" --image-iters "$IMAGE_ITERS" --budget-s "$BUDGET_S"
+        "${EXTRA[@]}")
 say() { echo "== $* (${SECONDS}s)"; }
 
 say "environment"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$RES_DIR/gpu.csv"
-if [[ ! -x $BIN ]]; then echo "no executable at $BIN (carry .bench/magicnaming)"; exit 2; fi
-"$BIN" backends | grep -qw cuda || { echo "$BIN was not built with --features cuda"; exit 2; }
+if [[ ! -x $BIN ]]; then echo "no executable at $BIN (carry .bench/magicnaming.xz)"; exit 2; fi
+if [[ $OURS_DEVICE == cuda* ]] && ! "$BIN" backends | grep -qw cuda; then
+  echo "$BIN was not built with --features cuda"; exit 2
+fi
 if compgen -G ".whl/*.whl" > /dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
@@ -47,8 +60,8 @@ fi
   || { echo "the Python stack is incomplete (carry .whl, see README.md)"; exit 2; }
 
 # burn/cubecl read cubecl.toml from the working directory (or above): persist autotune
-# results and compiled PTX under .bench/cache (no environment variable sets this).
-CACHE=$REPO/.bench/cache
+# results and compiled PTX in $CACHE (no environment variable sets this).
+CACHE=$WORK/cache
 mkdir -p "$CACHE"
 if [[ -f .bench/cubecl-cache.tar.gz ]]; then tar -xzf .bench/cubecl-cache.tar.gz -C "$CACHE"; fi
 printf '[autotune]\ncache = { file = "%s" }\n\n[compilation]\ncache = { file = "%s" }\n' "$CACHE" "$CACHE" > "$WORK/cubecl.toml"
@@ -70,11 +83,11 @@ run() {
   if [[ $rc -ne 0 ]]; then echo "!! $name exited with $rc (124/137: time limit)"; tail -n 5 "$RES_DIR/$name.log"; fi
 }
 
-DIFF=("$PY" "$REPO/tools/bench/bench_diffusers.py" --device cuda --dtype fp16 "${COMMON[@]}")
+DIFF=("$PY" "$REPO/tools/bench/bench_diffusers.py" --device "$DIFF_DEVICE" --dtype "$DIFF_DTYPE" "${COMMON[@]}")
 run diffusers-sdxl "$T_DIFF_SDXL" "${DIFF[@]}" --components text,unet,vae,image --json "$RES_DIR/diffusers-sdxl.json"
 run diffusers-towers "$T_DIFF_TOWERS" "${DIFF[@]}" --components towers --json "$RES_DIR/diffusers-towers.json"
 
-OURS=("$BIN" --device cuda:0 bench --dtype "$OURS_DTYPE" "${COMMON[@]}")
+OURS=("$BIN" --device "$OURS_DEVICE" bench --dtype "$OURS_DTYPE" "${COMMON[@]}")
 export RUST_LOG=${RUST_LOG:-info}
 # One process per group: autotune results of the first reach the others through the cache.
 run ours-unet "$T_OURS_UNET" "${OURS[@]}" --components text,unet --json "$RES_DIR/ours-unet.json"
