@@ -2,6 +2,7 @@
 //!
 //! Every command that runs a network takes `--device cpu|wgpu[:N]|cuda[:N]` among the
 //! backends compiled in (cargo features `ndarray` (default), `wgpu`, `cuda`).
+mod bench_cmd;
 mod dataset_cmds;
 mod device;
 mod generate_cmd;
@@ -51,6 +52,8 @@ enum Command {
     Train(train_cmds::TrainArgs),
     /// Validation metrics of an encoder on a dataset, as JSON.
     Eval(train_cmds::EvalArgs),
+    /// Time SDXL's components and the CLIP image towers (medians after warm-up).
+    Bench(bench_cmd::BenchArgs),
     /// Show which backends this binary was built with.
     Backends,
 }
@@ -104,6 +107,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Dataset(DatasetCommand::Build(args)) => dispatch(&device, args),
         Command::Train(args) => dispatch(&device, args),
         Command::Eval(args) => dispatch(&device, args),
+        Command::Bench(args) => dispatch(&device, args),
         Command::Backends => {
             println!("{}", device::compiled_backends().join(" "));
             Ok(())

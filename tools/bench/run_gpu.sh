@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Issue 7's GPU comparison: the ONE script a session with a lent H100/H200 runs. It builds
+# nothing. Same card, same run: diffusers (fp16, SDPA, eager) first, then `magicnaming
+# bench` (cuda backend, f16), then the README table (tools/bench/compare.py).
+#
+# Expects, carried with the call (README.md "Benchmarks" says how to make them):
+#   .bench/magicnaming.xz         x86-64 binary built with `--features cuda`, xz-compressed
+#   .whl/*.whl                    diffusers, open_clip_torch and the needs the image lacks
+#   .bench/cubecl-cache.tar.gz    optional: burn's autotune + PTX cache of an earlier run
+# and writes to $OUT (default target/bench-gpu), 3 files: table.md (also printed last),
+# results.tar.gz (every JSON, log and memory trace) and cubecl-cache.tar.gz (carry it as
+# .bench/cubecl-cache.tar.gz next time: autotune then costs nothing).
+#
+# Every process runs under its own time limit (seconds, env overridable) and writes its
+# JSON after each component, so a slow one still leaves the rows it finished; the
+# limits add up to under 7 minutes. Sizes: env RES (1024), STEPS (30), TOWER_BATCH (64),
+# WARMUP (2), ITERS (10), IMAGE_ITERS (3), BUDGET_S (15: a component's timed runs stop
+# after that many seconds, after at least one), OURS_DTYPE (f16); BENCH_ARGS (extra arguments of
+# both benches, e.g. a --config), OURS_DEVICE (cuda:0), DIFF_DEVICE (cuda), DIFF_DTYPE (fp16)
+# (the last four let the script be tried on a CPU machine with tiny configurations).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+REPO=$PWD
+OUTDIR=${OUT:-$REPO/target/bench-gpu}
+mkdir -p "$OUTDIR"
+WORK=$(mktemp -d)
+RES_DIR=$WORK/results
+mkdir -p "$RES_DIR"
+if [[ -z ${MAGICNAMING_BIN:-} && -f .bench/magicnaming.xz ]]; then
+  python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
+    .bench/magicnaming.xz "$WORK/magicnaming" && chmod +x "$WORK/magicnaming"
+  MAGICNAMING_BIN=$WORK/magicnaming
+fi
+BIN=$(realpath "${MAGICNAMING_BIN:-.bench/magicnaming}")
+PY=${PYTHON:-python3}
+RES=${RES:-1024} STEPS=${STEPS:-30} TOWER_BATCH=${TOWER_BATCH:-64}
+WARMUP=${WARMUP:-2} ITERS=${ITERS:-10} IMAGE_ITERS=${IMAGE_ITERS:-3} BUDGET_S=${BUDGET_S:-15}
+OURS_DTYPE=${OURS_DTYPE:-f16} DIFF_DTYPE=${DIFF_DTYPE:-fp16}
+OURS_DEVICE=${OURS_DEVICE:-cuda:0} DIFF_DEVICE=${DIFF_DEVICE:-cuda}
+read -r -a EXTRA <<< "${BENCH_ARGS:-}"
+T_DIFF_SDXL=${T_DIFF_SDXL:-100} T_DIFF_TOWERS=${T_DIFF_TOWERS:-50}
+T_OURS_UNET=${T_OURS_UNET:-80} T_OURS_VAE=${T_OURS_VAE:-50}
+T_OURS_IMAGE=${T_OURS_IMAGE:-90} T_OURS_TOWERS=${T_OURS_TOWERS:-50}
+COMMON=(--resolution "$RES" --steps "$STEPS" --tower-batch "$TOWER_BATCH"
+        --warmup "$WARMUP" --iters "$ITERS" --image-iters "$IMAGE_ITERS" --budget-s "$BUDGET_S"
+        "${EXTRA[@]}")
+say() { echo "== $* (${SECONDS}s)"; }
+
+say "environment"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$RES_DIR/gpu.csv"
+if [[ ! -x $BIN ]]; then echo "no executable at $BIN (carry .bench/magicnaming.xz)"; exit 2; fi
+if [[ $OURS_DEVICE == cuda* ]] && ! "$BIN" backends | grep -qw cuda; then
+  echo "$BIN was not built with --features cuda"; exit 2
+fi
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+"$PY" -c "import torch, diffusers, transformers, open_clip; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'open_clip', open_clip.__version__)" \
+  || { echo "the Python stack is incomplete (carry .whl, see README.md)"; exit 2; }
+
+# burn/cubecl read cubecl.toml from the working directory (or above): persist autotune
+# results and compiled PTX in $CACHE (no environment variable sets this).
+CACHE=$WORK/cache
+mkdir -p "$CACHE"
+if [[ -f .bench/cubecl-cache.tar.gz ]]; then tar -xzf .bench/cubecl-cache.tar.gz -C "$CACHE"; fi
+printf '[autotune]\ncache = { file = "%s" }\n\n[compilation]\ncache = { file = "%s" }\n' "$CACHE" "$CACHE" > "$WORK/cubecl.toml"
+
+# NAME LIMIT CMD...: runs CMD in $WORK under a time limit while sampling the GPU's used
+# memory every 50 ms; the peak minus the idle level before goes to NAME.peak (MiB).
+run() {
+  local name=$1 limit=$2; shift 2
+  local idle; idle=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 50 > "$RES_DIR/$name.mem" 2> /dev/null &
+  local smi=$!
+  say "$name (limit ${limit}s)"
+  (cd "$WORK" && timeout --kill-after=10 "$limit" "$@") > "$RES_DIR/$name.log" 2>&1
+  local rc=$?
+  kill "$smi" 2> /dev/null; wait "$smi" 2> /dev/null
+  local peak; peak=$(sort -n "$RES_DIR/$name.mem" | tail -1)
+  echo $(( ${peak:-0} - ${idle:-0} )) > "$RES_DIR/$name.peak"
+  grep -v '^\[' "$RES_DIR/$name.log" | tail -n 12
+  if [[ $rc -ne 0 ]]; then echo "!! $name exited with $rc (124/137: time limit)"; tail -n 5 "$RES_DIR/$name.log"; fi
+}
+
+DIFF=("$PY" "$REPO/tools/bench/bench_diffusers.py" --device "$DIFF_DEVICE" --dtype "$DIFF_DTYPE" "${COMMON[@]}")
+run diffusers-sdxl "$T_DIFF_SDXL" "${DIFF[@]}" --components text,unet,vae,image --json "$RES_DIR/diffusers-sdxl.json"
+run diffusers-towers "$T_DIFF_TOWERS" "${DIFF[@]}" --components towers --json "$RES_DIR/diffusers-towers.json"
+
+OURS=("$BIN" --device "$OURS_DEVICE" bench --dtype "$OURS_DTYPE" "${COMMON[@]}")
+export RUST_LOG=${RUST_LOG:-info}
+# One process per group: autotune results of the first reach the others through the cache.
+run ours-unet "$T_OURS_UNET" "${OURS[@]}" --components text,unet --json "$RES_DIR/ours-unet.json"
+run ours-vae "$T_OURS_VAE" "${OURS[@]}" --components vae --json "$RES_DIR/ours-vae.json"
+run ours-image "$T_OURS_IMAGE" "${OURS[@]}" --components image --json "$RES_DIR/ours-image.json"
+run ours-towers "$T_OURS_TOWERS" "${OURS[@]}" --components towers --json "$RES_DIR/ours-towers.json"
+
+say "table"
+mib() { cat "$RES_DIR/$1.peak" 2> /dev/null || echo 0; }
+cat > "$RES_DIR/peaks.json" << EOF
+{"SDXL (ours: the whole-image process; diffusers: the text/UNet/VAE/image process)":
+   {"ours": $(( $(mib ours-image) * 1048576 )), "diffusers": $(( $(mib diffusers-sdxl) * 1048576 ))},
+ "image towers process": {"ours": $(( $(mib ours-towers) * 1048576 )), "diffusers": $(( $(mib diffusers-towers) * 1048576 ))}}
+EOF
+ours_sdxl=$(for f in unet vae image; do [[ -s $RES_DIR/ours-$f.json ]] && printf '%s+' "$RES_DIR/ours-$f.json"; done)
+args=()
+[[ -n $ours_sdxl && -s $RES_DIR/diffusers-sdxl.json ]] && args+=("${ours_sdxl%+}" "$RES_DIR/diffusers-sdxl.json")
+[[ -s $RES_DIR/ours-towers.json && -s $RES_DIR/diffusers-towers.json ]] && args+=("$RES_DIR/ours-towers.json" "$RES_DIR/diffusers-towers.json")
+if [[ ${#args[@]} -gt 0 ]]; then
+  python3 tools/bench/compare.py "${args[@]}" --peaks "$RES_DIR/peaks.json" \
+    --command '`bash tools/bench/run_gpu.sh`' > "$OUTDIR/table.md"
+else
+  echo "no pair of reports to compare: see results.tar.gz" > "$OUTDIR/table.md"
+fi
+tar -czf "$OUTDIR/results.tar.gz" -C "$WORK" results cubecl.toml
+tar -czf "$OUTDIR/cubecl-cache.tar.gz" -C "$CACHE" .
+ls -la "$OUTDIR"
+cat "$OUTDIR/table.md"
