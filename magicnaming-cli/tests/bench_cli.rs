@@ -19,8 +19,8 @@ fn fixtures() -> PathBuf {
 fn tiny_config(root: &Path) -> PathBuf {
     let dir = root.join("tiny-config");
     for (from, to) in [
-        ("diffusion/tiny-unet/config.json", "unet/config.json"),
-        ("diffusion/tiny-vae/config.json", "vae/config.json"),
+        ("text/tiny-sdxl/unet/config.json", "unet/config.json"),
+        ("text/tiny-sdxl/vae/config.json", "vae/config.json"),
         (
             "text/tiny-sdxl/text_encoder/config.json",
             "text_encoder/config.json",
