@@ -1,6 +1,5 @@
 //! SDXL prompt encoding (diffusers' `StableDiffusionXLPipeline.encode_prompt`) and the
 //! text-coding of names (METHOD.md (a)).
-use std::rc::Rc;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -138,7 +137,6 @@ impl<B: Backend> SdxlTextEncoders<B> {
                     clip_text::open_clip_text(&f, SINGLE_FILE_TE2_PREFIX),
                     "text encoder 2",
                 )?;
-                drop(Rc::clone(&f));
             }
         }
         Ok(Self {
