@@ -23,16 +23,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::Module;
+use burn::nn::GroupNormConfig;
 use burn::tensor::backend::Backend;
-use burn::tensor::{
-    set_default_dtypes, DType, Distribution, Element, FloatDType, IntDType, Tensor, TensorData,
-};
+use burn::tensor::{DType, Distribution, FloatDType, Tensor, TensorData};
 use clap::{Args, ValueEnum};
 use magicnaming_models::clip::config::{read_json, ClipTextConfig, ClipVisionConfig};
 use magicnaming_models::clip::tokenizer::ClipTokenizer;
 use magicnaming_models::clip::tower::{parse_config_value, ClipVisionTower};
 use magicnaming_models::clip::vision::ClipVisionModel;
+use magicnaming_models::precision;
 use magicnaming_models::schedulers::SchedulerConfig;
 use magicnaming_models::sdxl::{GenerateOptions, SdxlPipeline, SdxlSource, SdxlTextEncoders};
 use magicnaming_models::unet::{UNet2DConditionModel, UNet2DConditionModelConfig};
@@ -54,6 +54,10 @@ pub enum Component {
     Image,
     /// The CLIP image towers.
     Towers,
+    /// GroupNorm at the UNet's three level shapes (batch 2): burn's `GroupNorm` module
+    /// against `magicnaming_models::norm::group_norm` (f32 statistics, two-stage
+    /// reduction). Not in the default set.
+    Norms,
 }
 
 /// Float type of the models and activations.
@@ -227,31 +231,16 @@ fn time_runs<B: Backend, T>(
     Ok((first, samples))
 }
 
-/// Initialises every float parameter now, in the float type the run uses: burn
-/// initialises parameters lazily (on first use, which would put the random
-/// initialisation into the first run), and loaded weights keep the file's float type.
-struct Materialise(FloatDType);
-
-impl<B: Backend> ModuleMapper<B> for Materialise {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let dtype = self.0;
-        param.map(|t| {
-            if t.dtype() == DType::from(dtype) {
-                t
-            } else {
-                t.cast(dtype)
-            }
-        })
-    }
-}
-
-/// [`Materialise`]s `module` and waits for the device; returns it and its parameter count.
+/// Initialises every float parameter now, in the float type the run uses (burn
+/// initialises parameters lazily, on first use, which would put the random
+/// initialisation into the first run; loaded weights keep the file's float type), waits
+/// for the device; returns the module and its parameter count.
 fn materialise<B: Backend, M: Module<B>>(
     module: M,
     dtype: FloatDType,
     device: &B::Device,
 ) -> Result<(M, usize)> {
-    let module = module.map(&mut Materialise(dtype));
+    let module = precision::cast_module(module, dtype);
     B::sync(device).map_err(|e| anyhow!("synchronising the device: {e:?}"))?;
     let n = module.num_params();
     Ok((module, n))
@@ -634,7 +623,8 @@ impl BenchArgs {
         if self.has(Component::Vae) || image {
             let t0 = build_log("the VAE", &from);
             let v = models.vae::<B>(device).context("building the VAE")?;
-            let (v, n) = materialise(v, self.float(), device)?;
+            // SDXL's VAE decodes in f32 under f16 (force_upcast), as in the pipeline.
+            let (v, n) = materialise(v, vae_config.run_dtype(self.float()), device)?;
             let built = (t0.elapsed().as_secs_f64(), n);
             if self.has(Component::Vae) {
                 let l = res / f;
@@ -673,6 +663,37 @@ impl BenchArgs {
                 self.steps, self.guidance
             );
             rec.push("image", what, (0.0, 0), r)?;
+        }
+        Ok(())
+    }
+
+    /// GroupNorm (32 groups) on `[2, C, l, l]` for SDXL's level widths 320/640/1280 at
+    /// latent sides l, l/2, l/4 (`l` = resolution / 8), burn's module then ours.
+    fn bench_norms<B: Backend>(&self, device: &B::Device, rec: &mut Recorder) -> Result<()> {
+        let l = self.resolution / 8;
+        for (c, side) in [(320, l), (640, l / 2), (1280, l / 4)] {
+            if side == 0 {
+                bail!(
+                    "--resolution {}: too small for the norm shapes",
+                    self.resolution
+                );
+            }
+            let norm = GroupNormConfig::new(32, c)
+                .with_epsilon(1e-5)
+                .init::<B>(device);
+            let (norm, n) = materialise(norm, self.float(), device)?;
+            let x = precision::cast(
+                Tensor::<B, 4>::random([2, c, side, side], Distribution::Normal(0.0, 1.0), device),
+                DType::from(self.float()),
+            );
+            let r = time_runs::<B, _>(device, self.plan(), || Ok(norm.forward(x.clone())))?;
+            let what = format!("burn GroupNorm::forward, [2, {c}, {side}, {side}], 32 groups");
+            rec.push(&format!("norm:burn:{c}x{side}"), what, (0.0, n), r)?;
+            let r = time_runs::<B, _>(device, self.plan(), || {
+                Ok(magicnaming_models::norm::group_norm(&norm, x.clone()))
+            })?;
+            let what = format!("norm::group_norm (f32 stats, 2-stage), [2, {c}, {side}, {side}]");
+            rec.push(&format!("norm:ours:{c}x{side}"), what, (0.0, n), r)?;
         }
         Ok(())
     }
@@ -716,9 +737,15 @@ impl Job for BenchArgs {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         self.check()?;
         let float = self.float();
-        let int = IntDType::from(<B::IntElem as Element>::dtype());
-        set_default_dtypes::<B>(&device, float, int)
-            .map_err(|e| anyhow!("--dtype {:?} on {}: {e:?}", self.dtype, B::name(&device)))?;
+        // Weights are cast to --dtype; inputs, latents and scheduler arithmetic stay f32
+        // and each model casts at its boundary, as the pipeline runs them.
+        if !B::supports_dtype(&device, DType::from(float)) {
+            bail!(
+                "--dtype {:?} is not supported by {}",
+                self.dtype,
+                B::name(&device)
+            );
+        }
         B::seed(&device, self.seed);
         let models = match &self.model {
             Some(m) => Models::Files(SdxlSource::from_path(m, self.config.as_deref())?),
@@ -768,6 +795,9 @@ impl Job for BenchArgs {
         }
         if self.has(Component::Towers) {
             self.bench_towers::<B>(&device, &mut rec)?;
+        }
+        if self.has(Component::Norms) {
+            self.bench_norms::<B>(&device, &mut rec)?;
         }
         print_table(&rec.report());
         if let Some(p) = &self.json {

@@ -7,6 +7,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use clap::Args;
 use magicnaming_core::NameEmbedding;
+use magicnaming_models::precision::Precision;
 use magicnaming_models::schedulers::SchedulerKind;
 use magicnaming_models::sdxl::png::save_png;
 use magicnaming_models::sdxl::{GenerateOptions, SdxlPipeline, SdxlSource};
@@ -56,6 +57,11 @@ pub struct GenerateArgs {
     /// Also save the final latents before the VAE (tensor `latents`).
     #[arg(long)]
     save_latents: Option<PathBuf>,
+    /// Float type of the weights: auto (f16 files run in f16 on a GPU backend, f32 on
+    /// the CPU), f32, f16 or bf16. Latents and the scheduler stay f32; SDXL's VAE
+    /// decodes in f32 under f16 (force_upcast).
+    #[arg(long, default_value = "auto")]
+    precision: String,
     /// Output PNG.
     #[arg(long)]
     out: PathBuf,
@@ -79,6 +85,10 @@ impl Job for GenerateArgs {
             bail!("--steps must be at least 1");
         }
         let scheduler: SchedulerKind = self.scheduler.parse()?;
+        let precision: Precision = self
+            .precision
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--precision: {e}"))?;
         let name = match &self.name {
             Some(p) => Some(NameEmbedding::<B>::load(p, &device)?),
             None => None,
@@ -95,7 +105,7 @@ impl Job for GenerateArgs {
             None => None,
         };
         let source = SdxlSource::from_path(&self.model, self.config.as_deref())?;
-        let pipeline = SdxlPipeline::<B>::load(&source, &device)
+        let pipeline = SdxlPipeline::<B>::load_as(&source, &device, precision)
             .with_context(|| format!("loading {}", self.model.display()))?;
         let mut options = GenerateOptions::new(self.prompt.clone());
         options.negative_prompt = self.negative_prompt.clone();
@@ -153,6 +163,10 @@ impl Job for GenerateArgs {
             ("steps", self.steps.to_string()),
             ("guidance", self.guidance.to_string()),
             ("scheduler", scheduler.name().to_string()),
+            (
+                "precision",
+                format!("{:?}", pipeline.unet.dtype()).to_lowercase(),
+            ),
             ("model", self.model.display().to_string()),
             (
                 "software",

@@ -11,6 +11,8 @@
 pub mod clip;
 pub mod error;
 pub mod name_encoder;
+pub mod norm;
+pub mod precision;
 pub mod schedulers;
 pub mod sdxl;
 pub mod train;

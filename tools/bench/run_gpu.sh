@@ -7,13 +7,14 @@
 #   .bench/magicnaming.xz         x86-64 binary built with `--features cuda`, xz-compressed
 #   .whl/*.whl                    diffusers, open_clip_torch and the needs the image lacks
 #   .bench/cubecl-cache.tar.gz    optional: burn's autotune + PTX cache of an earlier run
-# and writes to $OUT (default target/bench-gpu), 3 files: table.md (also printed last),
-# results.tar.gz (every JSON, log and memory trace) and cubecl-cache.tar.gz (carry it as
+# and writes to $OUT (default target/bench-gpu): table.md (also printed last),
+# precision.md/.json, results/ (every JSON, log and memory trace) and cubecl-cache.tar.gz (carry it as
 # .bench/cubecl-cache.tar.gz next time: autotune then costs nothing).
 #
 # Every process runs under its own time limit (seconds, env overridable) and writes its
 # JSON after each component, so a slow one still leaves the rows it finished; the
 # limits add up to under 7 minutes. Sizes: env RES (1024), STEPS (30), TOWER_BATCH (64),
+# T_* limits (0 skips that process; T_PRECISION 150 for the precision check first),
 # WARMUP (2), ITERS (10), IMAGE_ITERS (3), BUDGET_S (15: a component's timed runs stop
 # after that many seconds, after at least one), OURS_DTYPE (f16); BENCH_ARGS (extra arguments of
 # both benches, e.g. a --config), OURS_DEVICE (cuda:0), DIFF_DEVICE (cuda), DIFF_DTYPE (fp16)
@@ -52,12 +53,14 @@ if [[ ! -x $BIN ]]; then echo "no executable at $BIN (carry .bench/magicnaming.x
 if [[ $OURS_DEVICE == cuda* ]] && ! "$BIN" backends | grep -qw cuda; then
   echo "$BIN was not built with --features cuda"; exit 2
 fi
-if compgen -G ".whl/*.whl" > /dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+if [[ $T_DIFF_SDXL -gt 0 || $T_DIFF_TOWERS -gt 0 ]]; then
+  if compgen -G ".whl/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  fi
+  "$PY" -c "import torch, diffusers, transformers, open_clip; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'open_clip', open_clip.__version__)" \
+    || { echo "the Python stack is incomplete (carry .whl, see README.md)"; exit 2; }
 fi
-"$PY" -c "import torch, diffusers, transformers, open_clip; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'open_clip', open_clip.__version__)" \
-  || { echo "the Python stack is incomplete (carry .whl, see README.md)"; exit 2; }
 
 # burn/cubecl read cubecl.toml from the working directory (or above): persist autotune
 # results and compiled PTX in $CACHE (no environment variable sets this).
@@ -66,10 +69,15 @@ mkdir -p "$CACHE"
 if [[ -f .bench/cubecl-cache.tar.gz ]]; then tar -xzf .bench/cubecl-cache.tar.gz -C "$CACHE"; fi
 printf '[autotune]\ncache = { file = "%s" }\n\n[compilation]\ncache = { file = "%s" }\n' "$CACHE" "$CACHE" > "$WORK/cubecl.toml"
 
+# $OUT/results.tar.gz is rewritten after every process (a device call returns at most 8
+# files), so what finished comes back even if the call is cut off.
+pack() { tar -czf "$OUTDIR/results.tar.gz" -C "$WORK" results cubecl.toml; }
+
 # NAME LIMIT CMD...: runs CMD in $WORK under a time limit while sampling the GPU's used
 # memory every 50 ms; the peak minus the idle level before goes to NAME.peak (MiB).
 run() {
   local name=$1 limit=$2; shift 2
+  [[ $limit -gt 0 ]] || return 0
   local idle; idle=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
   nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 50 > "$RES_DIR/$name.mem" 2> /dev/null &
   local smi=$!
@@ -80,8 +88,19 @@ run() {
   local peak; peak=$(sort -n "$RES_DIR/$name.mem" | tail -1)
   echo $(( ${peak:-0} - ${idle:-0} )) > "$RES_DIR/$name.peak"
   grep -v '^\[' "$RES_DIR/$name.log" | tail -n 12
+  pack
   if [[ $rc -ne 0 ]]; then echo "!! $name exited with $rc (124/137: time limit)"; tail -n 5 "$RES_DIR/$name.log"; fi
 }
+
+# Precision first (issue 4/7): the tiny SDXL fixture on the CPU in f32 and on the GPU in
+# f32 and f16 against diffusers' f32 final latents (tools/bench/check_precision.py).
+if [[ ${T_PRECISION:-150} -gt 0 ]]; then
+  say "precision (limit ${T_PRECISION:-150}s)"
+  # Autotune effort does not change results: the check uses the minimal level.
+  (cd "$WORK" && CUBECL_AUTOTUNE_LEVEL=${PRECISION_AUTOTUNE:-minimal} RUST_LOG=warn timeout --kill-after=10 "${T_PRECISION:-150}" "$PY" "$REPO/tools/bench/check_precision.py" "$BIN" \
+    --device "$OURS_DEVICE" --out "$OUTDIR" --timeout "${T_PRECISION_RUN:-60}") 2>&1 | tee "$RES_DIR/precision.log" | tail -n 8
+  pack
+fi
 
 DIFF=("$PY" "$REPO/tools/bench/bench_diffusers.py" --device "$DIFF_DEVICE" --dtype "$DIFF_DTYPE" "${COMMON[@]}")
 run diffusers-sdxl "$T_DIFF_SDXL" "${DIFF[@]}" --components text,unet,vae,image --json "$RES_DIR/diffusers-sdxl.json"
@@ -91,6 +110,7 @@ OURS=("$BIN" --device "$OURS_DEVICE" bench --dtype "$OURS_DTYPE" "${COMMON[@]}")
 export RUST_LOG=${RUST_LOG:-info}
 # One process per group: autotune results of the first reach the others through the cache.
 run ours-unet "$T_OURS_UNET" "${OURS[@]}" --components text,unet --json "$RES_DIR/ours-unet.json"
+run ours-norms "${T_OURS_NORMS:-40}" "${OURS[@]}" --components norms --json "$RES_DIR/ours-norms.json"
 run ours-vae "$T_OURS_VAE" "${OURS[@]}" --components vae --json "$RES_DIR/ours-vae.json"
 run ours-image "$T_OURS_IMAGE" "${OURS[@]}" --components image --json "$RES_DIR/ours-image.json"
 run ours-towers "$T_OURS_TOWERS" "${OURS[@]}" --components towers --json "$RES_DIR/ours-towers.json"
@@ -112,7 +132,10 @@ if [[ ${#args[@]} -gt 0 ]]; then
 else
   echo "no pair of reports to compare: see results.tar.gz" > "$OUTDIR/table.md"
 fi
-tar -czf "$OUTDIR/results.tar.gz" -C "$WORK" results cubecl.toml
+pack
+# Autotune results and compiled PTX (~110 MB, ~10 MB compressed): carried back as
+# .bench/cubecl-cache.tar.gz, it spares the next call the JIT compilation that took
+# 10-30 s per kernel shape here (2026-11-26, H200).
 tar -czf "$OUTDIR/cubecl-cache.tar.gz" -C "$CACHE" .
 ls -la "$OUTDIR"
 cat "$OUTDIR/table.md"

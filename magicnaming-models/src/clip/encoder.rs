@@ -11,6 +11,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
 
 use super::config::ClipActivation;
+use crate::norm;
 
 /// Configuration of [`ClipEncoder`].
 #[derive(Config, Debug)]
@@ -113,8 +114,11 @@ impl<B: Backend> ClipEncoderLayer<B> {
     /// # Shapes
     /// - `x`: `[B, L, H]` -> `[B, L, H]`
     pub fn forward(&self, x: Tensor<B, 3>, causal: bool) -> Tensor<B, 3> {
-        let x = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x), causal);
-        x.clone() + self.mlp.forward(self.layer_norm2.forward(x))
+        let x = x.clone()
+            + self
+                .self_attn
+                .forward(norm::layer_norm(&self.layer_norm1, x), causal);
+        x.clone() + self.mlp.forward(norm::layer_norm(&self.layer_norm2, x))
     }
 }
 

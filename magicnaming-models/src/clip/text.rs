@@ -8,6 +8,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use super::config::ClipTextConfig;
 use super::encoder::{ClipEncoder, ClipEncoderConfig};
+use crate::norm;
 use crate::{ModelError, Result};
 
 /// Token and position embeddings (`CLIPTextEmbeddings`).
@@ -145,7 +146,7 @@ impl<B: Backend> ClipTextModel<B> {
             .last()
             .expect("at least the embeddings")
             .clone();
-        let last_hidden_state = self.final_layer_norm.forward(last);
+        let last_hidden_state = norm::layer_norm(&self.final_layer_norm, last);
         let hidden = last_hidden_state.dims()[2];
         let rows: Vec<Tensor<B, 2>> = self
             .eos_positions(ids)

@@ -15,6 +15,7 @@ use burn::tensor::Tensor;
 
 use super::config::ClipVisionConfig;
 use super::encoder::{ClipEncoder, ClipEncoderConfig};
+use crate::{norm, precision};
 use crate::{ModelError, Result};
 
 /// Class token, patch stem and position table (`CLIPVisionEmbeddings`).
@@ -127,7 +128,7 @@ impl<B: Backend> ClipVisionModel<B> {
     ///
     /// # Shapes
     /// - `pixel_values`: `[B, C, S, S]` with `S` = `image_size` of the configuration
-    /// - output: see [`ClipVisionOutput`]
+    /// - output: see [`ClipVisionOutput`], in the pixels' float type
     ///
     /// # Errors
     /// An empty batch, or pixel values of another size or channel count (transformers
@@ -146,9 +147,10 @@ impl<B: Backend> ClipVisionModel<B> {
                 self.image_size
             )));
         }
-        let x = self
-            .pre_layrnorm
-            .forward(self.embeddings.forward(pixel_values));
+        // The tower runs in its weights' type; outputs come back in the pixels' type.
+        let io = pixel_values.dtype();
+        let pixel_values = precision::cast(pixel_values, self.pre_layrnorm.gamma.val().dtype());
+        let x = norm::layer_norm(&self.pre_layrnorm, self.embeddings.forward(pixel_values));
         let last_hidden_state = self
             .encoder
             .forward_all(x, false)
@@ -159,12 +161,12 @@ impl<B: Backend> ClipVisionModel<B> {
             .clone()
             .slice([0..batch, 0..1, 0..hidden])
             .reshape([batch, hidden]);
-        let pooled_output = self.post_layernorm.forward(class);
+        let pooled_output = norm::layer_norm(&self.post_layernorm, class);
         let image_embeds = self.visual_projection.forward(pooled_output.clone());
         Ok(ClipVisionOutput {
-            image_embeds,
-            pooled_output,
-            last_hidden_state,
+            image_embeds: precision::cast(image_embeds, io),
+            pooled_output: precision::cast(pooled_output, io),
+            last_hidden_state: precision::cast(last_hidden_state, io),
         })
     }
 

@@ -8,7 +8,10 @@
 //! Karras ramp, `_sigma_to_t`) run in f64 with numpy's formulas. The one known difference:
 //! torch's vectorised `linspace` kernel rounds some elements 1 ulp differently from its scalar
 //! formula (used here), which moves sigmas by at most ~2.4e-7 relative.
-use super::config::BetaSchedule;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+use super::config::{BetaSchedule, PredictionType};
 use crate::ModelError;
 
 /// What determines the training noise table (fields of every scheduler's config).
@@ -226,6 +229,30 @@ pub(crate) fn check_steps(class: &str, n: usize, num_train_timesteps: usize) -> 
         )));
     }
     Ok(())
+}
+
+/// The Euler schedulers' `scale_model_input`: `sample / sqrt(sigma^2 + 1)`.
+pub(crate) fn scale_by_sigma<B: Backend>(sample: Tensor<B, 4>, sigma: f64) -> Tensor<B, 4> {
+    sample.div_scalar((sigma * sigma + 1.0).sqrt())
+}
+
+/// The Euler schedulers' `pred_original_sample` at noise level `sigma`: `x - sigma * eps`
+/// for epsilon, `-sigma / sqrt(sigma^2 + 1) * v + x / (sigma^2 + 1)` for v-prediction,
+/// the model output itself for `sample`.
+pub(crate) fn sigma_pred_original<B: Backend>(
+    prediction: PredictionType,
+    model_output: Tensor<B, 4>,
+    sample: Tensor<B, 4>,
+    sigma: f64,
+) -> Tensor<B, 4> {
+    match prediction {
+        PredictionType::Epsilon => sample - model_output.mul_scalar(sigma),
+        PredictionType::VPrediction => {
+            model_output.mul_scalar(-sigma / (sigma * sigma + 1.0).sqrt())
+                + sample.div_scalar(sigma * sigma + 1.0)
+        }
+        PredictionType::Sample => model_output,
+    }
 }
 
 #[cfg(test)]

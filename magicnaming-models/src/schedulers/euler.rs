@@ -247,8 +247,7 @@ impl<B: Backend> Scheduler<B> for EulerDiscreteScheduler {
 
     fn scale_model_input(&self, sample: Tensor<B, 4>, i: usize) -> crate::Result<Tensor<B, 4>> {
         check_index(CLASS_NAME, i, self.timesteps.len())?;
-        let sigma = self.sigmas[i];
-        Ok(sample.div_scalar((sigma * sigma + 1.0).sqrt()))
+        Ok(common::scale_by_sigma(sample, self.sigmas[i]))
     }
 
     fn step(
@@ -261,14 +260,12 @@ impl<B: Backend> Scheduler<B> for EulerDiscreteScheduler {
         check_index(CLASS_NAME, i, self.timesteps.len())?;
         check_shape("model_output", &model_output, &sample)?;
         let sigma = self.sigmas[i];
-        let pred_original = match self.config.prediction_type {
-            PredictionType::Epsilon => sample.clone() - model_output.mul_scalar(sigma),
-            PredictionType::VPrediction => {
-                model_output.mul_scalar(-sigma / (sigma * sigma + 1.0).sqrt())
-                    + sample.clone().div_scalar(sigma * sigma + 1.0)
-            }
-            PredictionType::Sample => model_output,
-        };
+        let pred_original = common::sigma_pred_original(
+            self.config.prediction_type,
+            model_output,
+            sample.clone(),
+            sigma,
+        );
         let derivative = (sample.clone() - pred_original).div_scalar(sigma);
         let dt = self.sigmas[i + 1] - sigma;
         Ok(sample + derivative.mul_scalar(dt))

@@ -143,8 +143,7 @@ impl<B: Backend> Scheduler<B> for EulerAncestralDiscreteScheduler {
 
     fn scale_model_input(&self, sample: Tensor<B, 4>, i: usize) -> crate::Result<Tensor<B, 4>> {
         check_index(CLASS_NAME, i, self.timesteps.len())?;
-        let sigma = self.sigmas[i];
-        Ok(sample.div_scalar((sigma * sigma + 1.0).sqrt()))
+        Ok(common::scale_by_sigma(sample, self.sigmas[i]))
     }
 
     fn step(
@@ -158,16 +157,13 @@ impl<B: Backend> Scheduler<B> for EulerAncestralDiscreteScheduler {
         check_shape("model_output", &model_output, &sample)?;
         let noise = noise_or_draw(noise, &sample)?;
         let sigma = self.sigmas[i];
-        let pred_original = match self.config.prediction_type {
-            PredictionType::VPrediction => {
-                model_output.mul_scalar(-sigma / (sigma * sigma + 1.0).sqrt())
-                    + sample.clone().div_scalar(sigma * sigma + 1.0)
-            }
-            // `new` rejects `sample`.
-            PredictionType::Epsilon | PredictionType::Sample => {
-                sample.clone() - model_output.mul_scalar(sigma)
-            }
-        };
+        // (`new` rejects `sample` prediction for Euler ancestral, as diffusers raises.)
+        let pred_original = common::sigma_pred_original(
+            self.config.prediction_type,
+            model_output,
+            sample.clone(),
+            sigma,
+        );
         let (from, to) = (sigma, self.sigmas[i + 1]);
         let sigma_up = (to * to * (from * from - to * to) / (from * from)).sqrt();
         // Mathematically to^4 / from^2 >= 0; the clamp only stops rounding from making a NaN.

@@ -1,6 +1,7 @@
 //! The SDXL text-to-image pipeline with name prepending: diffusers'
 //! `StableDiffusionXLPipeline.__call__`, plus MagicNaming's NP step. It only
 //! orchestrates; every network lives in its own module.
+use crate::precision::Precision;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
 use magicnaming_core::{prepend, NameEmbedding};
@@ -94,8 +95,16 @@ pub struct SdxlPipeline<B: Backend> {
 }
 
 impl<B: Backend> SdxlPipeline<B> {
-    /// Loads every component of a diffusers folder or single-file checkpoint.
+    /// Loads every component of a diffusers folder or single-file checkpoint, in
+    /// [`Precision::Auto`]: f16 weights run in f16 on a backend with f16 (the VAE in f32
+    /// when its configuration says `force_upcast`), f32 otherwise.
     pub fn load(source: &SdxlSource, device: &B::Device) -> Result<Self> {
+        Self::load_as(source, device, Precision::Auto)
+    }
+
+    /// [`Self::load`] with the weights' float type chosen by `precision`. Latents,
+    /// scheduler arithmetic and guidance stay f32 whatever the weights' type.
+    pub fn load_as(source: &SdxlSource, device: &B::Device, precision: Precision) -> Result<Self> {
         let scheduler_config = match source.component_file("scheduler", "scheduler_config.json") {
             Some(p) => SchedulerConfig::from_file(&p)?,
             None => {
@@ -109,9 +118,9 @@ impl<B: Backend> SdxlPipeline<B> {
             }
         };
         let pipeline = Self {
-            text: SdxlTextEncoders::load(source, device)?,
-            unet: UNet2DConditionModel::load(source, device)?,
-            vae: AutoencoderKL::load(source, device)?,
+            text: SdxlTextEncoders::load_as(source, device, precision)?,
+            unet: UNet2DConditionModel::load_as(source, device, precision)?,
+            vae: AutoencoderKL::load_as(source, device, precision)?,
             scheduler_config,
         };
         let (unet_d, text_d) = (

@@ -2,14 +2,15 @@
 //! text-coding of names (METHOD.md (a)).
 
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
 use magicnaming_core::{NameEmbedding, DEFAULT_NAME_TOKENS};
 
 use super::source::SdxlSource;
 use crate::clip::config::ClipTextConfig;
 use crate::clip::text::ClipTextModel;
 use crate::clip::tokenizer::ClipTokenizer;
-use crate::weights::{clip_text, load_module, SafetensorsFile};
+use crate::precision::{cast, Precision};
+use crate::weights::{clip_text, load_module_auto, SafetensorsFile};
 use crate::{ModelError, Result};
 
 /// Single-file key prefix of text encoder 1 (transformers layout).
@@ -77,8 +78,15 @@ fn tokenizer(source: &SdxlSource, component: &str, default_pad: &str) -> Result<
 }
 
 impl<B: Backend> SdxlTextEncoders<B> {
-    /// Loads both tokenizers and text encoders from a diffusers folder or a single file.
+    /// Loads both tokenizers and text encoders from a diffusers folder or a single file,
+    /// in [`Precision::Auto`] (f16 files stay f16 on a backend with f16).
     pub fn load(source: &SdxlSource, device: &B::Device) -> Result<Self> {
+        Self::load_as(source, device, Precision::Auto)
+    }
+
+    /// [`Self::load`] with the weights' float type chosen by `precision`. The outputs of
+    /// [`Self::encode_prompt`] are f32 whatever the weights' type.
+    pub fn load_as(source: &SdxlSource, device: &B::Device, precision: Precision) -> Result<Self> {
         let config_1 = text_config(source, "text_encoder", ClipTextConfig::sdxl_text_encoder)?;
         let config_2 = text_config(
             source,
@@ -94,22 +102,26 @@ impl<B: Backend> SdxlTextEncoders<B> {
                     "text_encoder",
                     TEXT_ENCODER_FILES,
                 )?)?;
-                load_module(
+                load_module_auto(
                     &mut text_encoder,
                     &f1,
                     clip_text::hf_text(&f1, ""),
                     "text_encoder",
+                    precision,
+                    device,
                 )?;
                 let f2 = SafetensorsFile::open(SdxlSource::diffusers_weights(
                     root,
                     "text_encoder_2",
                     TEXT_ENCODER_FILES,
                 )?)?;
-                load_module(
+                load_module_auto(
                     &mut text_encoder_2,
                     &f2,
                     clip_text::hf_text(&f2, ""),
                     "text_encoder_2",
+                    precision,
+                    device,
                 )?;
             }
             SdxlSource::SingleFile { file, .. } => {
@@ -125,17 +137,21 @@ impl<B: Backend> SdxlTextEncoders<B> {
                         ));
                     }
                 }
-                load_module(
+                load_module_auto(
                     &mut text_encoder,
                     &f,
                     clip_text::hf_text(&f, SINGLE_FILE_TE1_PREFIX),
                     "text encoder 1",
+                    precision,
+                    device,
                 )?;
-                load_module(
+                load_module_auto(
                     &mut text_encoder_2,
                     &f,
                     clip_text::open_clip_text(&f, SINGLE_FILE_TE2_PREFIX),
                     "text encoder 2",
+                    precision,
+                    device,
                 )?;
             }
         }
@@ -164,13 +180,16 @@ impl<B: Backend> SdxlTextEncoders<B> {
     /// concatenated on the last dimension; the pooled embedding from encoder 2.
     ///
     /// # Shapes
-    /// - output: `prompt_embeds` `[B, 77, D]`, `pooled_prompt_embeds` `[B, P]`
+    /// - output: `prompt_embeds` `[B, 77, D]`, `pooled_prompt_embeds` `[B, P]`, both f32
     pub fn encode_prompt(&self, prompts: &[&str]) -> Result<PromptEmbeds<B>> {
         let ids_1 = self.tokenizer.encode_batch(prompts)?;
         let ids_2 = self.tokenizer_2.encode_batch(prompts)?;
         let out_1 = self.text_encoder.forward(&ids_1)?;
         let out_2 = self.text_encoder_2.forward(&ids_2)?;
-        let penultimate = |states: &[Tensor<B, 3>]| states[states.len() - 2].clone();
+        // f16 encoders hand their outputs over in f32 (the two may differ in type; names
+        // are spliced in f32; the UNet casts to its own type).
+        let penultimate =
+            |states: &[Tensor<B, 3>]| cast(states[states.len() - 2].clone(), DType::F32);
         let prompt_embeds = Tensor::cat(
             vec![
                 penultimate(&out_1.hidden_states),
@@ -181,7 +200,7 @@ impl<B: Backend> SdxlTextEncoders<B> {
         let pooled_prompt_embeds = out_2.text_embeds.unwrap_or(out_2.pooled_output);
         Ok(PromptEmbeds {
             prompt_embeds,
-            pooled_prompt_embeds,
+            pooled_prompt_embeds: cast(pooled_prompt_embeds, DType::F32),
         })
     }
 
@@ -199,8 +218,14 @@ impl<B: Backend> SdxlTextEncoders<B> {
                 let device = self.text_encoder.final_layer_norm.gamma.device();
                 let seq = self.tokenizer.max_length();
                 Ok(PromptEmbeds {
-                    prompt_embeds: Tensor::zeros([batch, seq, self.token_dim()], &device),
-                    pooled_prompt_embeds: Tensor::zeros([batch, self.pooled_dim()], &device),
+                    prompt_embeds: Tensor::zeros(
+                        [batch, seq, self.token_dim()],
+                        (&device, DType::F32),
+                    ),
+                    pooled_prompt_embeds: Tensor::zeros(
+                        [batch, self.pooled_dim()],
+                        (&device, DType::F32),
+                    ),
                 })
             }
             None => self.encode_prompt(&vec![""; batch]),

@@ -11,6 +11,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
 
 use super::resnet::group_norm;
+use crate::norm;
 
 /// Configuration of [`Attention`].
 #[derive(Config, Debug)]
@@ -93,7 +94,7 @@ impl<B: Backend> Attention<B> {
         let residual = self.residual_connection.then(|| x.clone());
         let x = match &self.group_norm {
             // GroupNorm over channels: [B, L, C] -> [B, C, L] and back.
-            Some(norm) => norm.forward(x.swap_dims(1, 2)).swap_dims(1, 2),
+            Some(norm) => norm::group_norm(norm, x.swap_dims(1, 2)).swap_dims(1, 2),
             None => x,
         };
         let context = context.unwrap_or_else(|| x.clone());

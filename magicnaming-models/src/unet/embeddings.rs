@@ -18,7 +18,7 @@ use burn::tensor::{Tensor, TensorData};
 ///
 /// # Shapes
 /// - `timesteps`: `[N]`
-/// - output: `[N, embedding_dim]`
+/// - output: `[N, embedding_dim]`, in the timesteps' float type
 pub fn get_timestep_embedding<B: Backend>(
     timesteps: Tensor<B, 1>,
     embedding_dim: usize,
@@ -27,7 +27,7 @@ pub fn get_timestep_embedding<B: Backend>(
     scale: f64,
     max_period: f64,
 ) -> Tensor<B, 2> {
-    let device = timesteps.device();
+    let (device, dtype) = (timesteps.device(), timesteps.dtype());
     let [n] = timesteps.dims();
     let half = embedding_dim / 2;
     // PyTorch: the Python scalars are cast to float32 before the element-wise ops.
@@ -36,7 +36,7 @@ pub fn get_timestep_embedding<B: Backend>(
     let freqs: Vec<f32> = (0..half)
         .map(|i| (((log_period * i as f32) / denominator) as f64).exp() as f32)
         .collect();
-    let freqs = Tensor::<B, 1>::from_data(TensorData::new(freqs, [half]), &device);
+    let freqs = Tensor::<B, 1>::from_data(TensorData::new(freqs, [half]), (&device, dtype));
     let mut args = timesteps.reshape([n, 1]) * freqs.reshape([1, half]);
     if scale != 1.0 {
         args = args.mul_scalar(scale);
@@ -48,7 +48,7 @@ pub fn get_timestep_embedding<B: Backend>(
         Tensor::cat(vec![sin, cos], 1)
     };
     if embedding_dim % 2 == 1 {
-        Tensor::cat(vec![emb, Tensor::zeros([n, 1], &device)], 1)
+        Tensor::cat(vec![emb, Tensor::zeros([n, 1], (&device, dtype))], 1)
     } else {
         emb
     }

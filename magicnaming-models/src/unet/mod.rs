@@ -15,7 +15,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
 
 pub use config::{DownBlockType, UNet2DConditionModelConfig, UpBlockType};
 
@@ -25,8 +25,10 @@ use self::blocks::{
 };
 use self::embeddings::{TimestepEmbedding, TimestepEmbeddingConfig, Timesteps, TimestepsConfig};
 use self::resnet::{conv2d, group_norm};
+use crate::norm;
+use crate::precision::{cast, Precision};
 use crate::sdxl::SdxlSource;
-use crate::weights::{self, load_module, SafetensorsFile};
+use crate::weights::{self, load_module_auto, SafetensorsFile};
 use crate::{ModelError, Result};
 
 /// Single-file key prefix of the UNet (Stability "sgm" / LDM checkpoints).
@@ -216,26 +218,33 @@ impl<B: Backend> UNet2DConditionModel<B> {
     }
 
     /// Loads a diffusers `unet/` folder: `config.json` and
-    /// `diffusion_pytorch_model.safetensors` (or the `.fp16` variant), as float32.
+    /// `diffusion_pytorch_model.safetensors` (or the `.fp16` variant), in
+    /// [`Precision::Auto`]: f16 files stay f16 on a backend with f16, f32 otherwise.
     ///
     /// # Errors
     /// Missing files, an unsupported configuration, missing/unused/misshapen tensors.
     pub fn load_diffusers(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
         let dir = dir.as_ref();
-        Self::load_diffusers_with(dir, &dir.join("config.json"), device)
+        Self::load_diffusers_with(dir, &dir.join("config.json"), device, Precision::Auto)
     }
 
-    fn load_diffusers_with(dir: &Path, config: &Path, device: &B::Device) -> Result<Self> {
+    fn load_diffusers_with(
+        dir: &Path,
+        config: &Path,
+        device: &B::Device,
+        precision: Precision,
+    ) -> Result<Self> {
         let config = UNet2DConditionModelConfig::from_file(config)?;
         let file = SafetensorsFile::open(diffusers_weights_file(dir)?)?;
         let mut model = config.init::<B>(device);
         let mapped = weights::unet::diffusers(&weights::unet::file_entries(&file));
-        load_module(&mut model, &file, mapped, "unet")?;
+        load_module_auto(&mut model, &file, mapped, "unet", precision, device)?;
         Ok(model)
     }
 
     /// Loads the UNet of a single-file SDXL checkpoint (`model.diffusion_model.*` keys,
-    /// other components ignored), as float32. `config` is a diffusers `unet/config.json`;
+    /// other components ignored), in
+    /// [`Precision::Auto`]. `config` is a diffusers `unet/config.json`;
     /// SDXL base's configuration when `None`.
     ///
     /// # Errors
@@ -245,6 +254,15 @@ impl<B: Backend> UNet2DConditionModel<B> {
         config: Option<&Path>,
         device: &B::Device,
     ) -> Result<Self> {
+        Self::load_single_file_as(file.as_ref(), config, device, Precision::Auto)
+    }
+
+    fn load_single_file_as(
+        file: &Path,
+        config: Option<&Path>,
+        device: &B::Device,
+        precision: Precision,
+    ) -> Result<Self> {
         let config = match config {
             Some(p) => UNet2DConditionModelConfig::from_file(p)?,
             None => {
@@ -252,7 +270,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
                 UNet2DConditionModelConfig::sdxl_base()
             }
         };
-        let file = SafetensorsFile::open(file.as_ref())?;
+        let file = SafetensorsFile::open(file)?;
         if file.keys().all(|k| !k.starts_with(SINGLE_FILE_UNET_PREFIX)) {
             return Err(ModelError::weights(
                 file.path(),
@@ -265,7 +283,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
             SINGLE_FILE_UNET_PREFIX,
             &config,
         );
-        load_module(&mut model, &file, mapped, "unet")?;
+        load_module_auto(&mut model, &file, mapped, "unet", precision, device)?;
         Ok(model)
     }
 
@@ -273,18 +291,24 @@ impl<B: Backend> UNet2DConditionModel<B> {
     /// single file (with `<config>/unet/config.json` when a configuration folder has one,
     /// SDXL base's configuration otherwise).
     pub fn load(source: &SdxlSource, device: &B::Device) -> Result<Self> {
+        Self::load_as(source, device, Precision::Auto)
+    }
+
+    /// [`Self::load`] with the weights' float type chosen by `precision`.
+    pub fn load_as(source: &SdxlSource, device: &B::Device, precision: Precision) -> Result<Self> {
         match source {
             SdxlSource::Diffusers { root, .. } => {
                 let dir = root.join("unet");
                 let config = source
                     .component_file("unet", "config.json")
                     .unwrap_or_else(|| dir.join("config.json"));
-                Self::load_diffusers_with(&dir, &config, device)
+                Self::load_diffusers_with(&dir, &config, device, precision)
             }
-            SdxlSource::SingleFile { file, .. } => Self::load_single_file(
+            SdxlSource::SingleFile { file, .. } => Self::load_single_file_as(
                 file,
                 source.component_file("unet", "config.json").as_deref(),
                 device,
+                precision,
             ),
         }
     }
@@ -302,7 +326,8 @@ impl<B: Backend> UNet2DConditionModel<B> {
     /// - `time_ids`: `[B, N]` with `P + N * addition_time_embed_dim =
     ///   projection_class_embeddings_input_dim` (`N = 6`: original size, crop top-left,
     ///   target size)
-    /// - output: `[B, out_channels, h, w]`
+    /// - output: `[B, out_channels, h, w]`, in `sample`'s float type (inputs of any float
+    ///   type are cast to the weights' type, see [`Self::dtype`])
     ///
     /// # Errors
     /// Inputs whose shapes do not fit the model or each other.
@@ -345,14 +370,18 @@ impl<B: Backend> UNet2DConditionModel<B> {
             ));
         }
         let device = sample.device();
+        // Mixed precision as diffusers: the model runs in its weights' type, the timestep
+        // and time-id sinusoids are built in f32 and cast, the output gets the input's type.
+        let (io, dtype) = (sample.dtype(), self.dtype());
         let timesteps = match timestep.into() {
-            Timestep::Scalar(t) => Tensor::<B, 1>::full([batch], t as f32, &device),
+            Timestep::Scalar(t) => Tensor::<B, 1>::full([batch], t as f32, (&device, DType::F32)),
             Timestep::PerSample(t) => match t.dims() {
-                [n] if n == batch => t,
-                [1] => t.expand([batch]),
+                [n] if n == batch => cast(t, DType::F32),
+                [1] => cast(t, DType::F32).expand([batch]),
                 d => return bad(format!("timesteps {d:?} for a batch of {batch}")),
             },
         };
+        let sample = cast(sample, dtype);
         let sample = if c.center_input_sample {
             sample.mul_scalar(2.0).sub_scalar(1.0)
         } else {
@@ -361,17 +390,18 @@ impl<B: Backend> UNet2DConditionModel<B> {
 
         let mut emb = self
             .time_embedding
-            .forward(self.time_proj.forward(timesteps));
+            .forward(cast(self.time_proj.forward(timesteps), dtype));
         let time_embeds = self
             .add_time_proj
-            .forward(time_ids.reshape([batch * n_ids]))
+            .forward(cast(time_ids, DType::F32).reshape([batch * n_ids]))
             .reshape([batch, n_ids * c.addition_time_embed_dim]);
         emb = emb
-            + self
-                .add_embedding
-                .forward(Tensor::cat(vec![text_embeds, time_embeds], 1));
+            + self.add_embedding.forward(Tensor::cat(
+                vec![cast(text_embeds, dtype), cast(time_embeds, dtype)],
+                1,
+            ));
 
-        let context = encoder_hidden_states;
+        let context = cast(encoder_hidden_states, dtype);
         let mut h = self.conv_in.forward(sample);
         let mut skips = vec![h.clone()];
         for block in &self.down_blocks {
@@ -390,6 +420,15 @@ impl<B: Backend> UNet2DConditionModel<B> {
             });
             h = block.forward(h, &mut skips, &emb, &context, upsample_size);
         }
-        Ok(self.conv_out.forward(silu(self.conv_norm_out.forward(h))))
+        let out = self
+            .conv_out
+            .forward(silu(norm::group_norm(&self.conv_norm_out, h)));
+        Ok(cast(out, io))
+    }
+
+    /// The float type of the weights (inputs are cast to it, the output back to the
+    /// sample's type).
+    pub fn dtype(&self) -> DType {
+        self.conv_in.weight.val().dtype()
     }
 }

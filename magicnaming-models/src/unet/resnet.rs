@@ -2,6 +2,7 @@
 //! resampling layers of `models/downsampling.py` / `models/upsampling.py`:
 //! `Downsample2D` (3x3 convolution, stride 2) and `Upsample2D` (nearest x2 + 3x3
 //! convolution). Shared by the UNet and the VAE.
+use crate::norm;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -97,7 +98,9 @@ impl<B: Backend> ResnetBlock2D<B> {
     /// - `temb`: `[B, temb_channels]` (ignored by a block built without `temb_channels`)
     /// - output: `[B, out_channels, H, W]`
     pub fn forward(&self, x: Tensor<B, 4>, temb: Option<Tensor<B, 2>>) -> Tensor<B, 4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let h = self
+            .conv1
+            .forward(silu(norm::group_norm(&self.norm1, x.clone())));
         let h = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(temb)) => {
                 let [b, c] = [h.dims()[0], h.dims()[1]];
@@ -105,7 +108,7 @@ impl<B: Backend> ResnetBlock2D<B> {
             }
             _ => h,
         };
-        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let h = self.conv2.forward(silu(norm::group_norm(&self.norm2, h)));
         let skip = match &self.conv_shortcut {
             Some(conv) => conv.forward(x),
             None => x,

@@ -13,6 +13,7 @@ use burn::tensor::Tensor;
 
 use super::attention::{Attention, AttentionConfig};
 use super::resnet::group_norm;
+use crate::norm;
 
 /// `GEGLU`: `proj` to twice the width, then `hidden * gelu(gate)` (exact GELU).
 #[derive(Module, Debug)]
@@ -124,12 +125,15 @@ impl<B: Backend> BasicTransformerBlock<B> {
     /// - `context`: `[B, S, cross_attention_dim]`
     /// - output: `[B, L, dim]`
     pub fn forward(&self, x: Tensor<B, 3>, context: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = self.attn1.forward(self.norm1.forward(x.clone()), None) + x;
+        let x = self
+            .attn1
+            .forward(norm::layer_norm(&self.norm1, x.clone()), None)
+            + x;
         let x = self
             .attn2
-            .forward(self.norm2.forward(x.clone()), Some(context))
+            .forward(norm::layer_norm(&self.norm2, x.clone()), Some(context))
             + x;
-        self.ff.forward(self.norm3.forward(x.clone())) + x
+        self.ff.forward(norm::layer_norm(&self.norm3, x.clone())) + x
     }
 }
 
@@ -195,9 +199,7 @@ impl<B: Backend> Transformer2DModel<B> {
     pub fn forward(&self, x: Tensor<B, 4>, context: Tensor<B, 3>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
         // [B, C, H, W] -> [B, H*W, C]
-        let tokens = self
-            .norm
-            .forward(x.clone())
+        let tokens = norm::group_norm(&self.norm, x.clone())
             .reshape([b, c, h * w])
             .swap_dims(1, 2);
         let mut tokens = self.proj_in.forward(tokens);

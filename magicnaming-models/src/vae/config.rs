@@ -1,5 +1,6 @@
 //! `AutoencoderKL` configuration, read from diffusers' `vae/config.json`. Absent fields take
 //! diffusers' defaults; unsupported block types or activations are errors naming the field.
+use burn::tensor::FloatDType;
 use std::path::Path;
 
 use burn::config::Config;
@@ -148,6 +149,19 @@ impl AutoencoderKLConfig {
         let v: Value = serde_json::from_str(SDXL_BASE_VAE_CONFIG).expect("built-in JSON");
         Self::from_json_value(&v, Path::new("<built-in SDXL base vae/config.json>"))
             .expect("the built-in SDXL configuration is valid")
+    }
+
+    /// The float type the VAE runs in for weights resolved to `resolved`: `resolved`,
+    /// except f16 with `force_upcast` (SDXL's VAE), which runs in f32 as diffusers'
+    /// pipelines upcast it: SDXL's VAE overflows f16 (decoder activations pass 65504
+    /// and the image comes out black or NaN).
+    pub fn run_dtype(&self, resolved: FloatDType) -> FloatDType {
+        if resolved == FloatDType::F16 && self.force_upcast {
+            log::info!("vae: f16 weights upcast to f32 (force_upcast in the VAE configuration)");
+            FloatDType::F32
+        } else {
+            resolved
+        }
     }
 
     /// Image-to-latent downscaling factor (8 for SDXL).

@@ -7,6 +7,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
+use crate::norm;
 use crate::unet::blocks::{
     CoderBlock2DConfig, UNetMidBlock2D, UNetMidBlock2DConfig, UpDecoderBlock2D,
 };
@@ -82,6 +83,7 @@ impl<B: Backend> Decoder<B> {
     pub fn forward(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
         let h = self.mid_block.forward(self.conv_in.forward(z));
         let h = self.up_blocks.iter().fold(h, |h, b| b.forward(h));
-        self.conv_out.forward(silu(self.conv_norm_out.forward(h)))
+        self.conv_out
+            .forward(silu(norm::group_norm(&self.conv_norm_out, h)))
     }
 }

@@ -7,6 +7,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
+use crate::norm;
 use crate::unet::blocks::{
     CoderBlock2DConfig, DownEncoderBlock2D, UNetMidBlock2D, UNetMidBlock2DConfig,
 };
@@ -82,7 +83,8 @@ impl<B: Backend> Encoder<B> {
         let h = self.conv_in.forward(x);
         let h = self.down_blocks.iter().fold(h, |h, b| b.forward(h));
         let h = self.mid_block.forward(h);
-        self.conv_out.forward(silu(self.conv_norm_out.forward(h)))
+        self.conv_out
+            .forward(silu(norm::group_norm(&self.conv_norm_out, h)))
     }
 }
 

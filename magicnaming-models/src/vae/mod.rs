@@ -10,16 +10,17 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 
 pub use config::AutoencoderKLConfig;
 pub use decoder::{Decoder, DecoderConfig};
 pub use encoder::{DiagonalGaussianDistribution, Encoder, EncoderConfig};
 
+use crate::precision::{cast, Precision};
 use crate::sdxl::SdxlSource;
 use crate::unet::diffusers_weights_file;
 use crate::unet::resnet::conv2d;
-use crate::weights::{self, load_module, SafetensorsFile};
+use crate::weights::{self, load_module_as, SafetensorsFile};
 use crate::{ModelError, Result};
 
 /// Single-file key prefixes of the VAE, as diffusers looks for them (`LDM_VAE_KEYS`).
@@ -82,7 +83,8 @@ impl<B: Backend> AutoencoderKL<B> {
     }
 
     /// Loads a diffusers `vae/` folder: `config.json` and
-    /// `diffusion_pytorch_model.safetensors` (or the `.fp16` variant), as float32. The
+    /// `diffusion_pytorch_model.safetensors` (or the `.fp16` variant), in
+    /// [`Precision::Auto`]: f16 files stay f16 on a backend with f16, f32 otherwise. The
     /// mid-block attentions may use the current names (`to_q`, `to_k`, `to_v`, `to_out.0`)
     /// or the old ones (`query`, `key`, `value`, `proj_attn`).
     ///
@@ -90,20 +92,28 @@ impl<B: Backend> AutoencoderKL<B> {
     /// Missing files, an unsupported configuration, missing/unused/misshapen tensors.
     pub fn load_diffusers(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
         let dir = dir.as_ref();
-        Self::load_diffusers_with(dir, &dir.join("config.json"), device)
+        Self::load_diffusers_with(dir, &dir.join("config.json"), device, Precision::Auto)
     }
 
-    fn load_diffusers_with(dir: &Path, config: &Path, device: &B::Device) -> Result<Self> {
+    fn load_diffusers_with(
+        dir: &Path,
+        config: &Path,
+        device: &B::Device,
+        precision: Precision,
+    ) -> Result<Self> {
         let config = AutoencoderKLConfig::from_file(config)?;
         let file = SafetensorsFile::open(diffusers_weights_file(dir)?)?;
         let mut model = config.init::<B>(device);
         let mapped = weights::vae::diffusers(&weights::unet::file_entries(&file));
-        load_module(&mut model, &file, mapped, "vae")?;
+        let dtype = config
+            .run_dtype(precision.resolve::<B>(weights::mapped_dtype(&file, &mapped), device)?);
+        load_module_as(&mut model, &file, mapped, "vae", dtype)?;
         Ok(model)
     }
 
     /// Loads the VAE of a single-file checkpoint (`first_stage_model.*` or `vae.*` keys,
-    /// other components ignored), as float32. `config` is a diffusers `vae/config.json`;
+    /// other components ignored), in
+    /// [`Precision::Auto`]. `config` is a diffusers `vae/config.json`;
     /// SDXL base's configuration when `None`.
     ///
     /// # Errors
@@ -113,6 +123,15 @@ impl<B: Backend> AutoencoderKL<B> {
         config: Option<&Path>,
         device: &B::Device,
     ) -> Result<Self> {
+        Self::load_single_file_as(file.as_ref(), config, device, Precision::Auto)
+    }
+
+    fn load_single_file_as(
+        file: &Path,
+        config: Option<&Path>,
+        device: &B::Device,
+        precision: Precision,
+    ) -> Result<Self> {
         let config = match config {
             Some(p) => AutoencoderKLConfig::from_file(p)?,
             None => {
@@ -120,7 +139,7 @@ impl<B: Backend> AutoencoderKL<B> {
                 AutoencoderKLConfig::sdxl_base()
             }
         };
-        let file = SafetensorsFile::open(file.as_ref())?;
+        let file = SafetensorsFile::open(file)?;
         // diffusers takes the last prefix of LDM_VAE_KEYS that any key starts with.
         let prefix = SINGLE_FILE_VAE_PREFIXES
             .iter()
@@ -137,7 +156,9 @@ impl<B: Backend> AutoencoderKL<B> {
             })?;
         let mut model = config.init::<B>(device);
         let mapped = weights::vae::ldm(&weights::unet::file_entries(&file), prefix, &config);
-        load_module(&mut model, &file, mapped, "vae")?;
+        let dtype = config
+            .run_dtype(precision.resolve::<B>(weights::mapped_dtype(&file, &mapped), device)?);
+        load_module_as(&mut model, &file, mapped, "vae", dtype)?;
         Ok(model)
     }
 
@@ -145,27 +166,40 @@ impl<B: Backend> AutoencoderKL<B> {
     /// file (with `<config>/vae/config.json` when a configuration folder has one, SDXL
     /// base's configuration otherwise).
     pub fn load(source: &SdxlSource, device: &B::Device) -> Result<Self> {
+        Self::load_as(source, device, Precision::Auto)
+    }
+
+    /// [`Self::load`] with the weights' float type chosen by `precision`.
+    pub fn load_as(source: &SdxlSource, device: &B::Device, precision: Precision) -> Result<Self> {
         match source {
             SdxlSource::Diffusers { root, .. } => {
                 let dir = root.join("vae");
                 let config = source
                     .component_file("vae", "config.json")
                     .unwrap_or_else(|| dir.join("config.json"));
-                Self::load_diffusers_with(&dir, &config, device)
+                Self::load_diffusers_with(&dir, &config, device, precision)
             }
-            SdxlSource::SingleFile { file, .. } => Self::load_single_file(
+            SdxlSource::SingleFile { file, .. } => Self::load_single_file_as(
                 file,
                 source.component_file("vae", "config.json").as_deref(),
                 device,
+                precision,
             ),
         }
+    }
+
+    /// The float type of the weights (inputs are cast to it, outputs back to the
+    /// input's type).
+    pub fn dtype(&self) -> DType {
+        self.decoder.conv_in.weight.val().dtype()
     }
 
     /// Encodes images to the latent posterior (diffusers' `vae.encode(x).latent_dist`).
     ///
     /// # Shapes
     /// - `images`: `[B, in_channels, H, W]`, values in `[-1, 1]`
-    /// - output: mean / std `[B, latent_channels, H / f, W / f]`, `f` =
+    /// - output: mean / std `[B, latent_channels, H / f, W / f]` in the images' float
+    ///   type, `f` =
     ///   [`AutoencoderKLConfig::downscale_factor`]
     ///
     /// # Errors
@@ -179,12 +213,13 @@ impl<B: Backend> AutoencoderKL<B> {
                 self.config.in_channels
             )));
         }
-        let moments = self.encoder.forward(images);
+        let io = images.dtype();
+        let moments = self.encoder.forward(cast(images, self.dtype()));
         let moments = match &self.quant_conv {
             Some(conv) => conv.forward(moments),
             None => moments,
         };
-        Ok(DiagonalGaussianDistribution::new(moments))
+        Ok(DiagonalGaussianDistribution::new(cast(moments, io)))
     }
 
     /// Decodes latents that are already un-scaled (divided by `scaling_factor`, see
@@ -205,11 +240,13 @@ impl<B: Backend> AutoencoderKL<B> {
                 self.config.latent_channels
             )));
         }
+        let io = latents.dtype();
+        let latents = cast(latents, self.dtype());
         let z = match &self.post_quant_conv {
             Some(conv) => conv.forward(latents),
             None => latents,
         };
-        Ok(self.decoder.forward(z))
+        Ok(cast(self.decoder.forward(z), io))
     }
 
     fn channel_stats(&self, values: &[f64], device: &B::Device) -> Tensor<B, 4> {

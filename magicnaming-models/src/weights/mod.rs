@@ -19,7 +19,7 @@ use std::rc::Rc;
 
 use burn::module::ParamId;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, TensorData};
+use burn::tensor::{DType, FloatDType, TensorData};
 use burn_store::{ModuleSnapshot, PyTorchToBurnAdapter, TensorSnapshot, TensorSnapshotError};
 use safetensors::{Dtype, SafeTensors};
 
@@ -240,18 +240,56 @@ fn apply_transform(
     }
 }
 
-/// Loads `mapped` tensors of `file` into `module`.
-///
-/// `scope` lists every key of the file the module is responsible for: any of them that
-/// no parameter used is an error, as is any module parameter left without a tensor and
-/// any shape mismatch, all named in one message. `ignored` keys (buffers such as
-/// `position_ids` or `logit_scale`) are allowed to stay unused.
+/// Loads `mapped` tensors of `file` into `module`, as f32 (see [`load_module_as`]).
 pub fn load_module<B: Backend, M: ModuleSnapshot<B>>(
     module: &mut M,
     file: &Rc<SafetensorsFile>,
     mapped: Vec<Mapped>,
     what: &str,
 ) -> Result<()> {
+    load_module_as(module, file, mapped, what, FloatDType::F32)
+}
+
+/// Loads `mapped` tensors of `file` into `module` in the float type `precision` picks
+/// for them on `device` (see [`crate::precision::Precision::resolve`]).
+pub fn load_module_auto<B: Backend, M: ModuleSnapshot<B>>(
+    module: &mut M,
+    file: &Rc<SafetensorsFile>,
+    mapped: Vec<Mapped>,
+    what: &str,
+    precision: crate::precision::Precision,
+    device: &B::Device,
+) -> Result<()> {
+    let dtype = precision.resolve::<B>(mapped_dtype(file, &mapped), device)?;
+    log::debug!("{what}: weights in {dtype:?}");
+    load_module_as(module, file, mapped, what, dtype)
+}
+
+/// The most common float type of the `mapped` tensors as stored in `file` (see
+/// [`crate::precision::stored_dtype`]).
+pub fn mapped_dtype(file: &SafetensorsFile, mapped: &[Mapped]) -> Dtype {
+    crate::precision::stored_dtype(
+        mapped
+            .iter()
+            .filter_map(|m| file.entry(&m.source).map(|e| &e.dtype)),
+    )
+}
+
+/// Loads `mapped` tensors of `file` into `module`, every parameter in `dtype` (stored
+/// values are converted: f16 -> f32 and back is exact).
+///
+/// `scope` lists every key of the file the module is responsible for: any of them that
+/// no parameter used is an error, as is any module parameter left without a tensor and
+/// any shape mismatch, all named in one message. `ignored` keys (buffers such as
+/// `position_ids` or `logit_scale`) are allowed to stay unused.
+pub fn load_module_as<B: Backend, M: ModuleSnapshot<B>>(
+    module: &mut M,
+    file: &Rc<SafetensorsFile>,
+    mapped: Vec<Mapped>,
+    what: &str,
+    dtype: FloatDType,
+) -> Result<()> {
+    let dtype = DType::from(dtype);
     let mut snapshots = Vec::with_capacity(mapped.len());
     let mut source_of: BTreeMap<String, String> = BTreeMap::new();
     for m in mapped {
@@ -280,13 +318,18 @@ pub fn load_module<B: Backend, M: ModuleSnapshot<B>>(
                     .map_err(|e| TensorSnapshotError::DataError(e.to_string()))?;
                 let (values, shape) = apply_transform(values, shape, &transform)
                     .map_err(|e| TensorSnapshotError::DataError(format!("`{source}`: {e}")))?;
-                Ok(TensorData::new(values, shape))
+                let data = TensorData::new(values, shape);
+                Ok(if dtype == DType::F32 {
+                    data
+                } else {
+                    data.convert_dtype(dtype)
+                })
             },
         );
         let path: Vec<String> = m.target.split('.').map(str::to_string).collect();
         snapshots.push(TensorSnapshot::from_closure(
             data_fn,
-            DType::F32,
+            dtype,
             shape_after.into(),
             path,
             Vec::new(),

@@ -1,0 +1,147 @@
+//! Float precision of loaded models.
+//!
+//! Weights stored in f16 (diffusers `.fp16` files, most Civitai single files) run in f16
+//! on a backend that supports it (CUDA, wgpu with shader f16) and are upcast to f32
+//! where it does not (ndarray), as diffusers does with `torch_dtype=torch.float16` on a
+//! GPU and float32 on a CPU. [`Precision::Auto`] picks that; the other variants force a
+//! type.
+//!
+//! Mixed precision follows PyTorch's kernels: a model runs in its weights' type, its
+//! inputs are cast to it at the model's boundary and its outputs cast back, normalisation
+//! layers compute in f32 ([`crate::norm`]), and the
+//! timestep embeddings are built in f32 and cast, as diffusers casts `t_emb` to the
+//! sample's dtype.
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, FloatDType, Tensor};
+
+use crate::{ModelError, Result};
+
+/// Which float type a model's weights are held in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// The stored type when the backend supports it (f16/bf16 files on a GPU backend),
+    /// f32 otherwise.
+    #[default]
+    Auto,
+    /// Always f32 (upcast f16/bf16 files).
+    F32,
+    /// f16; an error on a backend without f16.
+    F16,
+    /// bf16; an error on a backend without bf16.
+    Bf16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "f32" | "fp32" => Ok(Self::F32),
+            "f16" | "fp16" => Ok(Self::F16),
+            "bf16" => Ok(Self::Bf16),
+            other => Err(format!(
+                "unknown precision `{other}` (expected auto, f32, f16 or bf16)"
+            )),
+        }
+    }
+}
+
+impl Precision {
+    /// The float type weights stored as `stored` are loaded in on `device`.
+    ///
+    /// # Errors
+    /// An explicit f16/bf16 on a backend that does not support it.
+    pub fn resolve<B: Backend>(
+        self,
+        stored: safetensors::Dtype,
+        device: &B::Device,
+    ) -> Result<FloatDType> {
+        let supported = |d: FloatDType| B::supports_dtype(device, DType::from(d));
+        let forced = |d: FloatDType, name: &str| {
+            if supported(d) {
+                Ok(d)
+            } else {
+                Err(ModelError::InvalidInput(format!(
+                    "precision {name} is not supported by the {} backend",
+                    B::name(device)
+                )))
+            }
+        };
+        match self {
+            Self::F32 => Ok(FloatDType::F32),
+            Self::F16 => forced(FloatDType::F16, "f16"),
+            Self::Bf16 => forced(FloatDType::BF16, "bf16"),
+            Self::Auto => {
+                let want = match stored {
+                    safetensors::Dtype::F16 => FloatDType::F16,
+                    safetensors::Dtype::BF16 => FloatDType::BF16,
+                    _ => FloatDType::F32,
+                };
+                Ok(if supported(want) {
+                    want
+                } else {
+                    FloatDType::F32
+                })
+            }
+        }
+    }
+}
+
+/// Casts `x` to `dtype` (a no-op when it already has it).
+pub fn cast<B: Backend, const D: usize>(x: Tensor<B, D>, dtype: DType) -> Tensor<B, D> {
+    if x.dtype() == dtype {
+        x
+    } else {
+        x.cast(float_dtype(dtype))
+    }
+}
+
+/// The [`FloatDType`] of a float [`DType`] (f32 for anything that is not a float type).
+pub fn float_dtype(dtype: DType) -> FloatDType {
+    match dtype {
+        DType::F64 => FloatDType::F64,
+        DType::F16 => FloatDType::F16,
+        DType::BF16 => FloatDType::BF16,
+        _ => FloatDType::F32,
+    }
+}
+
+/// A [`ModuleMapper`] that casts every float parameter to one type.
+#[derive(Debug, Clone, Copy)]
+pub struct CastParams(pub FloatDType);
+
+impl<B: Backend> ModuleMapper<B> for CastParams {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let dtype = DType::from(self.0);
+        param.map(|t| cast(t, dtype))
+    }
+}
+
+/// `module` with every float parameter cast to `dtype`.
+pub fn cast_module<B: Backend, M: Module<B>>(module: M, dtype: FloatDType) -> M {
+    module.map(&mut CastParams(dtype))
+}
+
+/// The most common float type among `dtypes` (f32 when empty): what a checkpoint "is
+/// stored in" (f16 for a `.fp16` file even if a few buffers are f32).
+pub fn stored_dtype<'a>(
+    dtypes: impl IntoIterator<Item = &'a safetensors::Dtype>,
+) -> safetensors::Dtype {
+    let (mut f32s, mut f16s, mut bf16s) = (0usize, 0usize, 0usize);
+    for d in dtypes {
+        match d {
+            safetensors::Dtype::F16 => f16s += 1,
+            safetensors::Dtype::BF16 => bf16s += 1,
+            _ => f32s += 1,
+        }
+    }
+    if f16s > f32s.max(bf16s) {
+        safetensors::Dtype::F16
+    } else if bf16s > f32s.max(f16s) {
+        safetensors::Dtype::BF16
+    } else {
+        safetensors::Dtype::F32
+    }
+}

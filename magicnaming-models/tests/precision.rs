@@ -1,0 +1,113 @@
+//! Mixed precision: f16 weights on a backend that has f16 (burn-flex, a CPU backend, stands
+//! in for CUDA/wgpu here), upcast on one that has not (ndarray), and an f16 pipeline
+//! against diffusers' f32 final latents on the tiny model.
+use std::path::{Path, PathBuf};
+
+use burn::backend::Flex;
+use burn::tensor::{DType, Tensor, TensorData};
+use magicnaming_models::precision::Precision;
+use magicnaming_models::sdxl::{GenerateOptions, SdxlPipeline, SdxlSource, SdxlTextEncoders};
+
+mod common;
+use common::{max_abs_diff, Reference, B};
+
+type F = Flex;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+fn tiny() -> SdxlSource {
+    SdxlSource::from_path(root().join("text/tiny-sdxl"), None).unwrap()
+}
+
+/// The tiny folder's text_encoder_2 is stored as `model.fp16.safetensors`, text_encoder
+/// as f32: Auto keeps each stored type where the backend has it.
+#[test]
+fn auto_keeps_f16_weights_only_where_the_backend_has_f16() {
+    let cpu = SdxlTextEncoders::<B>::load(&tiny(), &Default::default()).unwrap();
+    assert_eq!(
+        cpu.text_encoder_2.final_layer_norm.gamma.val().dtype(),
+        DType::F32
+    );
+    let flex = SdxlTextEncoders::<F>::load(&tiny(), &Default::default()).unwrap();
+    assert_eq!(
+        flex.text_encoder.final_layer_norm.gamma.val().dtype(),
+        DType::F32
+    );
+    assert_eq!(
+        flex.text_encoder_2.final_layer_norm.gamma.val().dtype(),
+        DType::F16
+    );
+    // Mixed f32/f16 encoders still hand over f32 embeddings, equal to the f32 ones
+    // within f16 rounding of encoder 2's weights.
+    let a = cpu.encode_prompt(&["a photo of a person"]).unwrap();
+    let b = flex.encode_prompt(&["a photo of a person"]).unwrap();
+    assert_eq!(b.prompt_embeds.dtype(), DType::F32);
+    assert_eq!(b.pooled_prompt_embeds.dtype(), DType::F32);
+    let d = max_abs_diff(
+        &a.prompt_embeds.into_data().to_vec::<f32>().unwrap(),
+        &b.prompt_embeds.into_data().to_vec::<f32>().unwrap(),
+    );
+    eprintln!("auto f16 encoder 2 vs f32: prompt embeds max abs diff {d:.3e}");
+    // Values are O(1) after the final layer norm; f16 weights and activations carry
+    // ~1e-3 relative error through 2 layers: 2e-2 leaves room without hiding a bug
+    // (a wrong layer is off by O(1)).
+    assert!(d < 2e-2, "prompt embeds differ by {d}");
+}
+
+#[test]
+fn explicit_f16_is_refused_by_a_backend_without_f16() {
+    let e = SdxlPipeline::<B>::load_as(&tiny(), &Default::default(), Precision::F16)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("f16") && e.contains("ndarray"), "{e}");
+}
+
+#[test]
+fn precision_parses_and_rejects_unknown_names() {
+    assert_eq!("auto".parse::<Precision>().unwrap(), Precision::Auto);
+    assert_eq!("fp16".parse::<Precision>().unwrap(), Precision::F16);
+    let e = "f8".parse::<Precision>().unwrap_err();
+    assert!(e.contains("f8"), "{e}");
+}
+
+/// The whole pipeline with f16 text encoders and UNet (the VAE upcast by force_upcast)
+/// from diffusers' f32 initial latents, against diffusers' f32 final latents.
+#[test]
+fn f16_pipeline_stays_near_diffusers_f32() {
+    let r = Reference::load(&root().join("pipeline/reference.safetensors"));
+    let device = Default::default();
+    let pipe = SdxlPipeline::<F>::load_as(&tiny(), &device, Precision::F16).unwrap();
+    assert_eq!(pipe.unet.dtype(), DType::F16);
+    assert_eq!(
+        pipe.vae.dtype(),
+        DType::F32,
+        "force_upcast keeps the VAE in f32"
+    );
+    let (v, s) = r.get("init_latents");
+    let mut o = GenerateOptions::<F>::new("a photo of a person");
+    (o.width, o.height, o.steps, o.guidance) = (64, 48, 5, 5.0);
+    o.init_latents = Some(Tensor::from_data(
+        TensorData::new(v.clone(), s.clone()),
+        &device,
+    ));
+    let out = pipe.generate(&o, &mut |_, _| {}).unwrap();
+    assert_eq!(out.latents.dtype(), DType::F32, "latents stay f32");
+    let got = out.latents.into_data().to_vec::<f32>().unwrap();
+    let (want, _) = r.get("final_latents.euler");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = max_abs_diff(&got, want);
+    eprintln!(
+        "f16 pipeline vs diffusers f32: final latents max abs diff {d:.3e} (max |x| {scale:.1})"
+    );
+    assert!(got.iter().all(|v| v.is_finite()));
+    // f16 has an 11-bit significand (relative rounding 4.9e-4) and every layer rounds
+    // its activations; measured 4.6e-2 at max |x| 16.3 (0.28%). 1% of the largest value
+    // leaves room for another summation order; a dtype bug (a layer in the wrong type, a
+    // missing cast, a norm in f16) is off by O(1) or NaN.
+    assert!(
+        d <= 0.01 * scale,
+        "final latents differ by {d} (max |x| {scale})"
+    );
+}
