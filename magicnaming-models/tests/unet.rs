@@ -334,3 +334,89 @@ fn sdxl_base_preset_has_diffusers_parameters_and_ldm_mapping() {
         assert_eq!(src, &diffusers[&m.target], "{} -> {}", m.source, m.target);
     }
 }
+
+/// Splits `src` into two shards plus a transformers/diffusers-style index in `dir`;
+/// returns the index's path.
+fn shard(src: &Path, dir: &Path, stem: &str) -> std::path::PathBuf {
+    let all = read_all(src);
+    let half = all.len() / 2;
+    let mut map = serde_json::Map::new();
+    for (i, part) in [
+        all.iter().take(half).collect::<Vec<_>>(),
+        all.iter().skip(half).collect::<Vec<_>>(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let name = format!("{stem}-0000{}-of-00002.safetensors", i + 1);
+        let tensors = part
+            .iter()
+            .map(|(k, v)| ((*k).clone(), (*v).clone()))
+            .collect();
+        write_safetensors(&dir.join(&name), &tensors);
+        for (k, _) in part {
+            map.insert((*k).clone(), serde_json::Value::String(name.clone()));
+        }
+    }
+    let index = dir.join(format!("{stem}.safetensors.index.json"));
+    let json = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": map});
+    std::fs::write(&index, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    index
+}
+
+#[test]
+fn sharded_diffusers_folder_matches_diffusers() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("unet");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::copy(
+        tiny_sdxl().join("unet/config.json"),
+        folder.join("config.json"),
+    )
+    .unwrap();
+    shard(
+        &tiny_sdxl().join("unet/diffusion_pytorch_model.safetensors"),
+        &folder,
+        "diffusion_pytorch_model",
+    );
+    let unet = UNet2DConditionModel::<B>::load_diffusers(&folder, &Default::default()).unwrap();
+    check_outputs(
+        &unet,
+        "reference_unet_a.safetensors",
+        "A (diffusers fp32, 2 shards)",
+    );
+}
+
+#[test]
+fn broken_shard_indexes_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = shard(
+        &tiny_sdxl().join("unet/diffusion_pytorch_model.safetensors"),
+        dir.path(),
+        "diffusion_pytorch_model",
+    );
+    let text = std::fs::read_to_string(&index).unwrap();
+    let open_err = |json: &str| {
+        std::fs::write(&index, json).unwrap();
+        weights::SafetensorsFile::open(&index)
+            .unwrap_err()
+            .to_string()
+    };
+    // A tensor the index puts in the wrong shard.
+    let first = read_all(&tiny_sdxl().join("unet/diffusion_pytorch_model.safetensors"))
+        .into_keys()
+        .next()
+        .unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["weight_map"][&first] = "diffusion_pytorch_model-00002-of-00002.safetensors".into();
+    let e = open_err(&v.to_string());
+    assert!(e.contains(&first) && e.contains("00002-of-00002"), "{e}");
+    // A missing shard file.
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["weight_map"][&first] = "gone.safetensors".into();
+    let e = open_err(&v.to_string());
+    assert!(e.contains("gone.safetensors"), "{e}");
+    // Not an index.
+    let e = open_err("{\"metadata\": {}}");
+    assert!(e.contains("weight_map"), "{e}");
+}

@@ -17,8 +17,13 @@ use crate::{ModelError, Result};
 pub const SINGLE_FILE_TE1_PREFIX: &str = "conditioner.embedders.0.transformer.";
 /// Single-file key prefix of text encoder 2 (open_clip layout).
 pub const SINGLE_FILE_TE2_PREFIX: &str = "conditioner.embedders.1.model.";
-/// Weight files of a diffusers text encoder, in order of preference.
-const TEXT_ENCODER_FILES: &[&str] = &["model.safetensors", "model.fp16.safetensors"];
+/// Weight files of a diffusers text encoder, in order of preference (shard indexes too).
+const TEXT_ENCODER_FILES: &[&str] = &[
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "model.fp16.safetensors",
+    "model.fp16.safetensors.index.json",
+];
 
 /// Prompt embeddings as the SDXL UNet takes them.
 #[derive(Debug, Clone)]

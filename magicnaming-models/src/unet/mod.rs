@@ -180,35 +180,29 @@ impl UNet2DConditionModelConfig {
     }
 }
 
-/// Weight files of a diffusers `unet/` or `vae/` folder, in order of preference.
+/// Weight files of a diffusers `unet/` or `vae/` folder, in order of preference: full
+/// precision before `.fp16`, one file before shards (`save_pretrained` shards fp32 SDXL
+/// UNets).
 pub(crate) const DIFFUSERS_WEIGHT_FILES: &[&str] = &[
     "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.safetensors.index.json",
     "diffusion_pytorch_model.fp16.safetensors",
+    "diffusion_pytorch_model.fp16.safetensors.index.json",
 ];
 
-/// The weights file of a diffusers component folder (full precision before `.fp16`).
+/// The weights file (or shard index) of a diffusers component folder.
 pub(crate) fn diffusers_weights_file(dir: &Path) -> Result<std::path::PathBuf> {
-    if let Some(p) = DIFFUSERS_WEIGHT_FILES
+    DIFFUSERS_WEIGHT_FILES
         .iter()
         .map(|n| dir.join(n))
         .find(|p| p.is_file())
-    {
-        return Ok(p);
-    }
-    let index = dir.join("diffusion_pytorch_model.safetensors.index.json");
-    if index.is_file() {
-        return Err(ModelError::weights(
-            index,
-            "sharded diffusers weights are not supported; merge them into one file",
-        ));
-    }
-    Err(ModelError::MissingFile {
-        path: dir.to_path_buf(),
-        what: format!(
-            "diffusers weights (one of {})",
-            DIFFUSERS_WEIGHT_FILES.join(", ")
-        ),
-    })
+        .ok_or_else(|| ModelError::MissingFile {
+            path: dir.to_path_buf(),
+            what: format!(
+                "diffusers weights (one of {})",
+                DIFFUSERS_WEIGHT_FILES.join(", ")
+            ),
+        })
 }
 
 impl<B: Backend> UNet2DConditionModel<B> {
