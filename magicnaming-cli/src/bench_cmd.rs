@@ -117,7 +117,9 @@ pub struct BenchArgs {
     /// included), after at least one; for time-limited machines.
     #[arg(long)]
     budget_s: Option<f64>,
-    /// Float type of weights and activations.
+    /// Float type of the weights (and so of each model's activations); inputs, latents and
+    /// the scheduler stay f32, and a `force_upcast` VAE (SDXL's) decodes in f32 under f16,
+    /// as in `generate`.
     #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
     dtype: DtypeArg,
     /// The prompt of the text encoders and the whole image.

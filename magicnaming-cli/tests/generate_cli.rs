@@ -106,6 +106,8 @@ fn init_and_save_latents_reproduce_diffusers() {
         "guidance",
         "scheduler",
         "euler",
+        "precision",
+        "f32",
         "model",
     ] {
         assert!(text.contains(needle), "PNG lacks {needle}");
@@ -141,6 +143,9 @@ fn bad_requests_fail_by_name_and_write_nothing() {
             vec!["--model".into(), "/no/such/model".into()],
             "/no/such/model",
         ),
+        (vec!["--precision".into(), "f8".into()], "f8"),
+        // The CPU backend (ndarray) has no f16: named, not silently upcast.
+        (vec!["--precision".into(), "f16".into()], "ndarray"),
     ];
     write(
         &dir.path().join("wrong.safetensors"),

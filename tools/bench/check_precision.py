@@ -15,7 +15,7 @@ Bounds (why these numbers):
   below it.
 - f16: 1% of the largest |latent|: f16 rounds every activation to 11 significant bits
   (4.9e-4 relative); the CPU f16 test (magicnaming-models/tests/precision.rs, burn-flex)
-  measures 0.28%. A dtype bug is off by O(1) or NaN.
+  measures 0.19%. A dtype bug is off by O(1) or NaN.
 """
 import argparse
 import json
