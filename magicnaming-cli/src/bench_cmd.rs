@@ -55,8 +55,8 @@ pub enum Component {
     /// The CLIP image towers.
     Towers,
     /// GroupNorm at the UNet's three level shapes (batch 2): burn's `GroupNorm` module
-    /// against `magicnaming_models::norm::group_norm` (f32 statistics, two-stage
-    /// reduction). Not in the default set.
+    /// against `magicnaming_models::norm::group_norm` (f32 statistics for f16/bf16
+    /// inputs). Not in the default set.
     Norms,
 }
 
@@ -694,7 +694,7 @@ impl BenchArgs {
             let r = time_runs::<B, _>(device, self.plan(), || {
                 Ok(magicnaming_models::norm::group_norm(&norm, x.clone()))
             })?;
-            let what = format!("norm::group_norm (f32 stats, 2-stage), [2, {c}, {side}, {side}]");
+            let what = format!("norm::group_norm (f32 statistics), [2, {c}, {side}, {side}]");
             rec.push(&format!("norm:ours:{c}x{side}"), what, (0.0, n), r)?;
         }
         Ok(())

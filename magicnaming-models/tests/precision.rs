@@ -104,10 +104,59 @@ fn f16_pipeline_stays_near_diffusers_f32() {
     assert!(got.iter().all(|v| v.is_finite()));
     // f16 has an 11-bit significand (relative rounding 4.9e-4) and every layer rounds
     // its activations; measured 3.1e-2 at max |x| 16.3 (0.19%). 1% of the largest value
-    // leaves room for another summation order; a dtype bug (a layer in the wrong type, a
-    // missing cast, a norm in f16) is off by O(1) or NaN.
+    // leaves room for another summation order; a dtype bug (a layer left in the wrong
+    // type, a missing cast) is off by O(1) or NaN. (The tiny model's activations are too
+    // small to overflow an f16 norm: tests/norm.rs covers that.)
     assert!(
         d <= 0.01 * scale,
         "final latents differ by {d} (max |x| {scale})"
     );
+}
+
+/// An f32 checkpoint loaded in f16 with a value f16 cannot hold is refused by name.
+#[test]
+fn values_beyond_f16_range_are_refused_by_name() {
+    use magicnaming_models::unet::UNet2DConditionModel;
+    use magicnaming_models::weights::SafetensorsFile;
+    let dir = tempfile::tempdir().unwrap();
+    let unet = dir.path().join("unet");
+    std::fs::create_dir(&unet).unwrap();
+    let src = root().join("text/tiny-sdxl");
+    std::fs::copy(
+        src.join("model_index.json"),
+        dir.path().join("model_index.json"),
+    )
+    .unwrap();
+    std::fs::copy(src.join("unet/config.json"), unet.join("config.json")).unwrap();
+    let file = SafetensorsFile::open(src.join("unet/diffusion_pytorch_model.safetensors")).unwrap();
+    let tensors: Vec<(String, Vec<u8>, Vec<usize>)> = file
+        .keys()
+        .map(|k| {
+            let (mut v, s) = file.read_f32(k).unwrap();
+            if k == "conv_in.weight" {
+                v[0] = 1e6;
+            }
+            (
+                k.to_string(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                s,
+            )
+        })
+        .collect();
+    let views: Vec<(&str, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(k, b, s)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b);
+            (k.as_str(), view.unwrap())
+        })
+        .collect();
+    let bytes = safetensors::serialize(views, None).unwrap();
+    std::fs::write(unet.join("diffusion_pytorch_model.safetensors"), bytes).unwrap();
+    let source = SdxlSource::from_path(dir.path(), None).unwrap();
+    let e = UNet2DConditionModel::<F>::load_as(&source, &Default::default(), Precision::F16)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("conv_in.weight") && e.contains("f16"), "{e}");
+    // f32 holds it.
+    UNet2DConditionModel::<F>::load_as(&source, &Default::default(), Precision::F32).unwrap();
 }

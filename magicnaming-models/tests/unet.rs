@@ -416,6 +416,11 @@ fn broken_shard_indexes_are_named() {
     v["weight_map"][&first] = "gone.safetensors".into();
     let e = open_err(&v.to_string());
     assert!(e.contains("gone.safetensors"), "{e}");
+    // A shard outside the index's folder.
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["weight_map"][&first] = "../elsewhere.safetensors".into();
+    let e = open_err(&v.to_string());
+    assert!(e.contains("not a file name beside the index"), "{e}");
     // Not an index.
     let e = open_err("{\"metadata\": {}}");
     assert!(e.contains("weight_map"), "{e}");

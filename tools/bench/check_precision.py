@@ -53,6 +53,31 @@ def write_st(path, name, values, shape):
         f.write(struct.pack("<Q", len(header)) + header + body)
 
 
+def write(out, rows, got, scale):
+    """Rewrites precision.json / precision.md from the runs so far (after every run: a
+    device call cut off by its time limit still returns the finished rows)."""
+    cpu = got.get(("cpu", "f32"))
+    for row in rows:
+        v = got.get((row["device"], row["precision"]))
+        if cpu is not None and v is not None:
+            row["max_abs_diff_vs_cpu_f32"] = max(abs(x - y) for x, y in zip(v, cpu))
+    with open(os.path.join(out, "precision.json"), "w") as f:
+        json.dump({"case": "tiny SDXL fixture, 48x64, 5 Euler steps, guidance 5, diffusers' initial latents",
+                   "max_abs_reference": scale, "runs": rows}, f, indent=1)
+    lines = ["| backend | weights | final latents vs diffusers f32 (max abs) | relative | vs our CPU f32 | bound | result |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['device']} | {r['precision']} | failed (rc {r['rc']}) | | | | {' '.join(r['error'])} |")
+            continue
+        lines.append(f"| {r['device']} | {r['precision']} | {r['max_abs_diff_vs_diffusers']:.2e} | "
+                     f"{r['relative']:.2e} | {r.get('max_abs_diff_vs_cpu_f32', float('nan')):.2e} | "
+                     f"{r['bound']:.2e} | {'pass' if r['passed'] else 'FAIL'} |")
+    with open(os.path.join(out, "precision.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return lines
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("bin")
@@ -98,26 +123,8 @@ def main():
             ok &= row["passed"]
         rows.append(row)
         print(json.dumps(row), flush=True)
-    cpu = got.get(("cpu", "f32"))
-    for row in rows:
-        v = got.get((row["device"], row["precision"]))
-        if cpu is not None and v is not None:
-            row["max_abs_diff_vs_cpu_f32"] = max(abs(x - y) for x, y in zip(v, cpu))
-    with open(os.path.join(a.out, "precision.json"), "w") as f:
-        json.dump({"case": "tiny SDXL fixture, 48x64, 5 Euler steps, guidance 5, diffusers' initial latents",
-                   "max_abs_reference": scale, "runs": rows}, f, indent=1)
-    lines = ["| backend | weights | final latents vs diffusers f32 (max abs) | relative | vs our CPU f32 | bound | result |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['device']} | {r['precision']} | failed (rc {r['rc']}) | | | | {' '.join(r['error'])} |")
-            continue
-        lines.append(f"| {r['device']} | {r['precision']} | {r['max_abs_diff_vs_diffusers']:.2e} | "
-                     f"{r['relative']:.2e} | {r.get('max_abs_diff_vs_cpu_f32', float('nan')):.2e} | "
-                     f"{r['bound']:.2e} | {'pass' if r['passed'] else 'FAIL'} |")
-    with open(os.path.join(a.out, "precision.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        write(a.out, rows, got, scale)
+    print("\n".join(write(a.out, rows, got, scale)))
     sys.exit(0 if ok else 1)
 
 

@@ -8,13 +8,14 @@
 #   .whl/*.whl                    diffusers, open_clip_torch and the needs the image lacks
 #   .bench/cubecl-cache.tar.gz    optional: burn's autotune + PTX cache of an earlier run
 # and writes to $OUT (default target/bench-gpu): table.md (also printed last),
-# precision.md/.json, results/ (every JSON, log and memory trace) and cubecl-cache.tar.gz (carry it as
+# precision.md/.json, results.tar.gz (every JSON, log and memory trace) and cubecl-cache.tar.gz (carry it as
 # .bench/cubecl-cache.tar.gz next time: autotune then costs nothing).
 #
 # Every process runs under its own time limit (seconds, env overridable) and writes its
 # JSON after each component, so a slow one still leaves the rows it finished; the
-# limits add up to under 7 minutes. Sizes: env RES (1024), STEPS (30), TOWER_BATCH (64),
-# T_* limits (0 skips that process; T_PRECISION 150 for the precision check first),
+# default limits add up to 510 s (a device call may run 600). Sizes: env RES (1024), STEPS (30), TOWER_BATCH (64),
+# T_* limits in seconds (0 skips that process; T_PRECISION 100 for the precision check
+# first, T_PRECISION_RUN 30 for each of its three runs),
 # WARMUP (2), ITERS (10), IMAGE_ITERS (3), BUDGET_S (15: a component's timed runs stop
 # after that many seconds, after at least one), OURS_DTYPE (f16); BENCH_ARGS (extra arguments of
 # both benches, e.g. a --config), OURS_DEVICE (cuda:0), DIFF_DEVICE (cuda), DIFF_DTYPE (fp16)
@@ -39,9 +40,10 @@ WARMUP=${WARMUP:-2} ITERS=${ITERS:-10} IMAGE_ITERS=${IMAGE_ITERS:-3} BUDGET_S=${
 OURS_DTYPE=${OURS_DTYPE:-f16} DIFF_DTYPE=${DIFF_DTYPE:-fp16}
 OURS_DEVICE=${OURS_DEVICE:-cuda:0} DIFF_DEVICE=${DIFF_DEVICE:-cuda}
 read -r -a EXTRA <<< "${BENCH_ARGS:-}"
-T_DIFF_SDXL=${T_DIFF_SDXL:-100} T_DIFF_TOWERS=${T_DIFF_TOWERS:-50}
-T_OURS_UNET=${T_OURS_UNET:-80} T_OURS_VAE=${T_OURS_VAE:-50}
-T_OURS_IMAGE=${T_OURS_IMAGE:-90} T_OURS_TOWERS=${T_OURS_TOWERS:-50}
+T_DIFF_SDXL=${T_DIFF_SDXL:-100} T_DIFF_TOWERS=${T_DIFF_TOWERS:-40}
+T_OURS_UNET=${T_OURS_UNET:-80} T_OURS_VAE=${T_OURS_VAE:-40}
+T_OURS_IMAGE=${T_OURS_IMAGE:-80} T_OURS_TOWERS=${T_OURS_TOWERS:-40}
+T_PRECISION=${T_PRECISION:-100} T_PRECISION_RUN=${T_PRECISION_RUN:-30} T_OURS_NORMS=${T_OURS_NORMS:-30}
 COMMON=(--resolution "$RES" --steps "$STEPS" --tower-batch "$TOWER_BATCH"
         --warmup "$WARMUP" --iters "$ITERS" --image-iters "$IMAGE_ITERS" --budget-s "$BUDGET_S"
         "${EXTRA[@]}")
@@ -94,11 +96,11 @@ run() {
 
 # Precision first (issue 4/7): the tiny SDXL fixture on the CPU in f32 and on the GPU in
 # f32 and f16 against diffusers' f32 final latents (tools/bench/check_precision.py).
-if [[ ${T_PRECISION:-150} -gt 0 ]]; then
-  say "precision (limit ${T_PRECISION:-150}s)"
+if [[ $T_PRECISION -gt 0 ]]; then
+  say "precision (limit ${T_PRECISION}s)"
   # Autotune effort does not change results: the check uses the minimal level.
-  (cd "$WORK" && CUBECL_AUTOTUNE_LEVEL=${PRECISION_AUTOTUNE:-minimal} RUST_LOG=warn timeout --kill-after=10 "${T_PRECISION:-150}" "$PY" "$REPO/tools/bench/check_precision.py" "$BIN" \
-    --device "$OURS_DEVICE" --out "$OUTDIR" --timeout "${T_PRECISION_RUN:-60}") 2>&1 | tee "$RES_DIR/precision.log" | tail -n 8
+  (cd "$WORK" && CUBECL_AUTOTUNE_LEVEL=${PRECISION_AUTOTUNE:-minimal} RUST_LOG=warn timeout --kill-after=10 "$T_PRECISION" "$PY" "$REPO/tools/bench/check_precision.py" "$BIN" \
+    --device "$OURS_DEVICE" --out "$OUTDIR" --timeout "$T_PRECISION_RUN") 2>&1 | tee "$RES_DIR/precision.log" | tail -n 8
   pack
 fi
 
@@ -110,7 +112,7 @@ OURS=("$BIN" --device "$OURS_DEVICE" bench --dtype "$OURS_DTYPE" "${COMMON[@]}")
 export RUST_LOG=${RUST_LOG:-info}
 # One process per group: autotune results of the first reach the others through the cache.
 run ours-unet "$T_OURS_UNET" "${OURS[@]}" --components text,unet --json "$RES_DIR/ours-unet.json"
-run ours-norms "${T_OURS_NORMS:-40}" "${OURS[@]}" --components norms --json "$RES_DIR/ours-norms.json"
+run ours-norms "$T_OURS_NORMS" "${OURS[@]}" --components norms --json "$RES_DIR/ours-norms.json"
 run ours-vae "$T_OURS_VAE" "${OURS[@]}" --components vae --json "$RES_DIR/ours-vae.json"
 run ours-image "$T_OURS_IMAGE" "${OURS[@]}" --components image --json "$RES_DIR/ours-image.json"
 run ours-towers "$T_OURS_TOWERS" "${OURS[@]}" --components towers --json "$RES_DIR/ours-towers.json"

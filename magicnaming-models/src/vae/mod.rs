@@ -249,9 +249,10 @@ impl<B: Backend> AutoencoderKL<B> {
         Ok(cast(self.decoder.forward(z), io))
     }
 
-    fn channel_stats(&self, values: &[f64], device: &B::Device) -> Tensor<B, 4> {
+    fn channel_stats(&self, values: &[f64], like: &Tensor<B, 4>) -> Tensor<B, 4> {
         let v: Vec<f32> = values.iter().map(|&x| x as f32).collect();
-        Tensor::from_data(TensorData::new(v, [1, values.len(), 1, 1]), device)
+        let shape = [1, values.len(), 1, 1];
+        Tensor::from_data(TensorData::new(v, shape), (&like.device(), like.dtype()))
     }
 
     /// VAE latents -> the diffusion model's latent space: `(z - mean) * scaling_factor / std`
@@ -264,9 +265,8 @@ impl<B: Backend> AutoencoderKL<B> {
         let c = &self.config;
         match (&c.latents_mean, &c.latents_std) {
             (Some(mean), Some(std)) => {
-                let device = z.device();
-                (z - self.channel_stats(mean, &device)).mul_scalar(c.scaling_factor)
-                    / self.channel_stats(std, &device)
+                let (mean, std) = (self.channel_stats(mean, &z), self.channel_stats(std, &z));
+                (z - mean).mul_scalar(c.scaling_factor) / std
             }
             _ => z
                 .sub_scalar(c.shift_factor.unwrap_or(0.0))
@@ -283,9 +283,8 @@ impl<B: Backend> AutoencoderKL<B> {
         let c = &self.config;
         match (&c.latents_mean, &c.latents_std) {
             (Some(mean), Some(std)) => {
-                let device = z.device();
-                (z * self.channel_stats(std, &device)).div_scalar(c.scaling_factor)
-                    + self.channel_stats(mean, &device)
+                let (mean, std) = (self.channel_stats(mean, &z), self.channel_stats(std, &z));
+                (z * std).div_scalar(c.scaling_factor) + mean
             }
             _ => z
                 .div_scalar(c.scaling_factor)

@@ -132,9 +132,16 @@ impl SafetensorsFile {
         let mut shard_names: Vec<&str> = Vec::new();
         let mut wanted: Vec<(&str, &str)> = Vec::with_capacity(map.len());
         for (key, file) in map {
-            let file = file.as_str().ok_or_else(|| {
-                ModelError::weights(&index, format!("`weight_map.{key}` is not a file name"))
-            })?;
+            // Shards sit beside the index: a bare file name, as save_pretrained writes.
+            let file = file
+                .as_str()
+                .filter(|f| !f.is_empty() && !f.contains(['/', '\\']) && *f != "..")
+                .ok_or_else(|| {
+                    ModelError::weights(
+                        &index,
+                        format!("`weight_map.{key}` is not a file name beside the index: {file}"),
+                    )
+                })?;
             if !shard_names.contains(&file) {
                 shard_names.push(file);
             }
@@ -225,7 +232,7 @@ impl SafetensorsFile {
                 .collect(),
             other => {
                 return Err(ModelError::weights(
-                    &self.path,
+                    &self.shards[entry.shard].0,
                     format!("tensor `{key}` has dtype {other:?}; a float tensor was expected"),
                 ))
             }
@@ -366,8 +373,10 @@ pub fn mapped_dtype(file: &SafetensorsFile, mapped: &[Mapped]) -> Dtype {
     )
 }
 
-/// Loads `mapped` tensors of `file` into `module`, every parameter in `dtype` (stored
-/// values are converted: f16 -> f32 and back is exact).
+/// Loads `mapped` tensors of `file` into `module`, every parameter in `dtype`. Stored
+/// values are converted: f16 files load exactly in f16 or f32, f32/bf16 files loaded in
+/// f16 are rounded (as `torch_dtype=torch.float16` does), and a tensor with values
+/// beyond f16's range (65504) is then an error naming it rather than a tensor of inf.
 ///
 /// `scope` lists every key of the file the module is responsible for: any of them that
 /// no parameter used is an error, as is any module parameter left without a tensor and
@@ -409,6 +418,14 @@ pub fn load_module_as<B: Backend, M: ModuleSnapshot<B>>(
                     .map_err(|e| TensorSnapshotError::DataError(e.to_string()))?;
                 let (values, shape) = apply_transform(values, shape, &transform)
                     .map_err(|e| TensorSnapshotError::DataError(format!("`{source}`: {e}")))?;
+                if dtype == DType::F16 {
+                    let max = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    if max > f32::from(half::f16::MAX) {
+                        return Err(TensorSnapshotError::DataError(format!(
+                            "`{source}` has values up to {max:e}, beyond f16's range: load it in f32 or bf16"
+                        )));
+                    }
+                }
                 let data = TensorData::new(values, shape);
                 Ok(if dtype == DType::F32 {
                     data
