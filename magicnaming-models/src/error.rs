@@ -1,5 +1,5 @@
 //! Errors of the model code. Each variant names the file, key, shape or value at fault.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Errors raised while loading or running models.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +81,19 @@ impl ModelError {
         Self::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    /// The error of opening or reading `path`: [`ModelError::MissingFile`] (saying it
+    /// should be `what`) when it does not exist, [`ModelError::Io`] otherwise.
+    pub fn open(path: &Path, what: &str, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            Self::MissingFile {
+                path: path.to_path_buf(),
+                what: what.into(),
+            }
+        } else {
+            Self::io(path, source)
         }
     }
 

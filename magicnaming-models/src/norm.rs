@@ -7,6 +7,7 @@
 //! SDXL's first level a group holds `320 / 32 * 128 * 128 = 163840` values, whose sum of
 //! squares overflows f16's 65504 (`tests/norm.rs` shows burn's f16 result going wrong
 //! where this one stays within f16 rounding).
+use burn::module::Module;
 use burn::nn::{GroupNorm, LayerNorm};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, FloatDType, Tensor};
@@ -18,6 +19,21 @@ fn needs_f32(dtype: DType) -> bool {
     matches!(dtype, DType::F16 | DType::BF16)
 }
 
+/// `forward(module, x)`, or for an f16/bf16 `x` the same with the module's parameters
+/// and `x` in f32 and the result cast back.
+fn forward_f32<B: Backend, M: Module<B>, const D: usize>(
+    module: &M,
+    x: Tensor<B, D>,
+    forward: impl Fn(&M, Tensor<B, D>) -> Tensor<B, D>,
+) -> Tensor<B, D> {
+    let dtype = x.dtype();
+    if !needs_f32(dtype) {
+        return forward(module, x);
+    }
+    let module = cast_module(module.clone(), FloatDType::F32);
+    cast(forward(&module, x.cast(FloatDType::F32)), dtype)
+}
+
 /// `norm.forward(x)`, with f32 statistics for an f16/bf16 `x` (cast back).
 ///
 /// # Shapes
@@ -26,12 +42,7 @@ pub fn group_norm<B: Backend, const D: usize>(
     norm: &GroupNorm<B>,
     x: Tensor<B, D>,
 ) -> Tensor<B, D> {
-    let dtype = x.dtype();
-    if !needs_f32(dtype) {
-        return norm.forward(x);
-    }
-    let norm = cast_module(norm.clone(), FloatDType::F32);
-    cast(norm.forward(x.cast(FloatDType::F32)), dtype)
+    forward_f32(norm, x, |n, x| n.forward(x))
 }
 
 /// `norm.forward(x)` (burn's fused LayerNorm op), in f32 for an f16/bf16 `x` (cast back).
@@ -42,10 +53,5 @@ pub fn layer_norm<B: Backend, const D: usize>(
     norm: &LayerNorm<B>,
     x: Tensor<B, D>,
 ) -> Tensor<B, D> {
-    let dtype = x.dtype();
-    if !needs_f32(dtype) {
-        return norm.forward(x);
-    }
-    let norm = cast_module(norm.clone(), FloatDType::F32);
-    cast(norm.forward(x.cast(FloatDType::F32)), dtype)
+    forward_f32(norm, x, |n, x| n.forward(x))
 }

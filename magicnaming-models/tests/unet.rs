@@ -143,26 +143,12 @@ fn loads_through_sdxl_source() {
     );
 }
 
-/// Copies a weights file with one tensor removed and one unknown tensor added.
-fn corrupt(src: &Path, dst: &Path, remove: &str, add: &str) {
-    let mut all = read_all(src);
-    assert!(all.remove(remove).is_some(), "{remove}");
-    all.insert(add.to_string(), (vec![0.5; 3], vec![3]));
-    write_safetensors(dst, &all);
-}
-
 #[test]
 fn missing_and_unused_keys_are_named() {
     let device = Default::default();
     let dir = tempfile::tempdir().unwrap();
     // diffusers folder
-    let folder = dir.path().join("unet");
-    std::fs::create_dir(&folder).unwrap();
-    std::fs::copy(
-        tiny_sdxl().join("unet/config.json"),
-        folder.join("config.json"),
-    )
-    .unwrap();
+    let folder = component_folder(dir.path(), "unet");
     let missing = "up_blocks.0.attentions.1.transformer_blocks.0.attn2.to_k.weight";
     corrupt(
         &tiny_sdxl().join("unet/diffusion_pytorch_model.safetensors"),
@@ -367,13 +353,7 @@ fn shard(src: &Path, dir: &Path, stem: &str) -> std::path::PathBuf {
 #[test]
 fn sharded_diffusers_folder_matches_diffusers() {
     let dir = tempfile::tempdir().unwrap();
-    let folder = dir.path().join("unet");
-    std::fs::create_dir(&folder).unwrap();
-    std::fs::copy(
-        tiny_sdxl().join("unet/config.json"),
-        folder.join("config.json"),
-    )
-    .unwrap();
+    let folder = component_folder(dir.path(), "unet");
     shard(
         &tiny_sdxl().join("unet/diffusion_pytorch_model.safetensors"),
         &folder,

@@ -64,24 +64,11 @@ fn single_file_matches_diffusers() {
     check(&vae, "single file");
 }
 
-fn corrupt(src: &Path, dst: &Path, remove: &str, add: &str) {
-    let mut all = read_all(src);
-    assert!(all.remove(remove).is_some(), "{remove}");
-    all.insert(add.to_string(), (vec![0.5; 3], vec![3]));
-    write_safetensors(dst, &all);
-}
-
 #[test]
 fn missing_and_unused_keys_are_named() {
     let device = Default::default();
     let dir = tempfile::tempdir().unwrap();
-    let folder = dir.path().join("vae");
-    std::fs::create_dir(&folder).unwrap();
-    std::fs::copy(
-        tiny_sdxl().join("vae/config.json"),
-        folder.join("config.json"),
-    )
-    .unwrap();
+    let folder = component_folder(dir.path(), "vae");
     corrupt(
         &tiny_sdxl().join("vae/diffusion_pytorch_model.safetensors"),
         &folder.join("diffusion_pytorch_model.safetensors"),

@@ -102,16 +102,8 @@ fn vision_defaults() -> Value {
 
 /// Reads a JSON file into a `Value`, naming the file on failure.
 pub fn read_json(path: &Path) -> crate::Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            ModelError::MissingFile {
-                path: path.to_path_buf(),
-                what: "a JSON configuration".into(),
-            }
-        } else {
-            ModelError::io(path, e)
-        }
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ModelError::open(path, "a JSON configuration", e))?;
     serde_json::from_str(&text).map_err(|e| ModelError::config(path, format!("invalid JSON: {e}")))
 }
 

@@ -101,16 +101,8 @@ impl SchedulerConfig {
     /// `"lambda_min_clipped": -Infinity`), are accepted: `±Infinity` as `±f64::MAX`, `NaN` as
     /// `null` (the class default).
     pub fn from_file(path: &Path) -> crate::Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                ModelError::MissingFile {
-                    path: path.to_path_buf(),
-                    what: "a scheduler configuration".into(),
-                }
-            } else {
-                ModelError::io(path, e)
-            }
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ModelError::open(path, "a scheduler configuration", e))?;
         let value = serde_json::from_str(&replace_python_floats(&text))
             .map_err(|e| ModelError::config(path, format!("invalid JSON: {e}")))?;
         Self::from_json(&value, path)

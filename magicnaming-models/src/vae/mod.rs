@@ -6,6 +6,7 @@ pub mod decoder;
 pub mod encoder;
 
 use std::path::Path;
+use std::rc::Rc;
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -103,11 +104,23 @@ impl<B: Backend> AutoencoderKL<B> {
     ) -> Result<Self> {
         let config = AutoencoderKLConfig::from_file(config)?;
         let file = SafetensorsFile::open(diffusers_weights_file(dir)?)?;
-        let mut model = config.init::<B>(device);
         let mapped = weights::vae::diffusers(&weights::unet::file_entries(&file));
-        let dtype = config
-            .run_dtype(precision.resolve::<B>(weights::mapped_dtype(&file, &mapped), device)?);
-        load_module_as(&mut model, &file, mapped, "vae", dtype)?;
+        Self::load_mapped(&config, &file, mapped, device, precision)
+    }
+
+    /// Builds the VAE of `config` and loads `mapped` tensors of `file` into it, in the
+    /// type `precision` resolves to for them, upcast per [`AutoencoderKLConfig::run_dtype`].
+    fn load_mapped(
+        config: &AutoencoderKLConfig,
+        file: &Rc<SafetensorsFile>,
+        mapped: Vec<weights::Mapped>,
+        device: &B::Device,
+        precision: Precision,
+    ) -> Result<Self> {
+        let mut model = config.init::<B>(device);
+        let stored = weights::mapped_dtype(file, &mapped);
+        let dtype = config.run_dtype(precision.resolve::<B>(stored, device)?);
+        load_module_as(&mut model, file, mapped, "vae", dtype)?;
         Ok(model)
     }
 
@@ -154,12 +167,8 @@ impl<B: Backend> AutoencoderKL<B> {
                     ),
                 )
             })?;
-        let mut model = config.init::<B>(device);
         let mapped = weights::vae::ldm(&weights::unet::file_entries(&file), prefix, &config);
-        let dtype = config
-            .run_dtype(precision.resolve::<B>(weights::mapped_dtype(&file, &mapped), device)?);
-        load_module_as(&mut model, &file, mapped, "vae", dtype)?;
-        Ok(model)
+        Self::load_mapped(&config, &file, mapped, device, precision)
     }
 
     /// Loads the VAE of an SDXL model: `<root>/vae/` of a diffusers folder, or the single

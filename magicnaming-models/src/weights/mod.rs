@@ -60,16 +60,8 @@ impl std::fmt::Debug for SafetensorsFile {
 
 /// Memory-maps one `.safetensors` file and reads its header.
 fn map_file(path: &Path) -> Result<(memmap2::Mmap, Vec<(String, TensorEntry)>)> {
-    let file = std::fs::File::open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            ModelError::MissingFile {
-                path: path.to_path_buf(),
-                what: "a safetensors weights file".into(),
-            }
-        } else {
-            ModelError::io(path, e)
-        }
-    })?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| ModelError::open(path, "a safetensors weights file", e))?;
     // SAFETY: the file is opened read-only; like every mmap-based loader (candle,
     // safetensors' own), we rely on it not being truncated while mapped.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
@@ -112,16 +104,8 @@ impl SafetensorsFile {
     }
 
     fn open_sharded(index: PathBuf) -> Result<Rc<Self>> {
-        let text = std::fs::read_to_string(&index).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                ModelError::MissingFile {
-                    path: index.clone(),
-                    what: "a sharded checkpoint's index".into(),
-                }
-            } else {
-                ModelError::io(&index, e)
-            }
-        })?;
+        let text = std::fs::read_to_string(&index)
+            .map_err(|e| ModelError::open(&index, "a sharded checkpoint's index", e))?;
         let json: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| ModelError::weights(&index, format!("not valid JSON: {e}")))?;
         let map = json

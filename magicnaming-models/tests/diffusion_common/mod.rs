@@ -181,3 +181,23 @@ pub fn sdxl_keys(name: &str) -> BTreeMap<String, Vec<usize>> {
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     serde_json::from_value(v[name].clone()).unwrap()
 }
+
+/// `dir/<component>/` with the tiny SDXL folder's `<component>/config.json` copied in.
+pub fn component_folder(dir: &Path, component: &str) -> PathBuf {
+    let folder = dir.join(component);
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::copy(
+        tiny_sdxl().join(component).join("config.json"),
+        folder.join("config.json"),
+    )
+    .unwrap();
+    folder
+}
+
+/// Copies a weights file with one tensor removed and one unknown tensor added.
+pub fn corrupt(src: &Path, dst: &Path, remove: &str, add: &str) {
+    let mut all = read_all(src);
+    assert!(all.remove(remove).is_some(), "{remove}");
+    all.insert(add.to_string(), (vec![0.5; 3], vec![3]));
+    write_safetensors(dst, &all);
+}
