@@ -25,6 +25,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use burn::module::Module;
 use burn::nn::GroupNormConfig;
+use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Distribution, FloatDType, Tensor, TensorData};
 use clap::{Args, ValueEnum};
@@ -131,6 +132,10 @@ pub struct BenchArgs {
     /// Also write the results as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run burn's ops where we have kernels of our own (`magicnaming_models::kernels`,
+    /// cubecl backends only), to measure what the kernels change.
+    #[arg(long)]
+    no_kernels: bool,
 }
 
 /// Median, extremes and mean of timed runs, in milliseconds.
@@ -669,9 +674,12 @@ impl BenchArgs {
         Ok(())
     }
 
-    /// GroupNorm (32 groups) on `[2, C, l, l]` for SDXL's level widths 320/640/1280 at
-    /// latent sides l, l/2, l/4 (`l` = resolution / 8), burn's module then ours.
+    /// GroupNorm (32 groups) + SiLU, as in every ResnetBlock2D, on `[2, C, l, l]` for
+    /// SDXL's level widths 320/640/1280 at latent sides l, l/2, l/4 (`l` = resolution /
+    /// 8): burn's module then `silu`; our generic path (f32 statistics for f16 by casting);
+    /// our fused kernel where this backend has one.
     fn bench_norms<B: Backend>(&self, device: &B::Device, rec: &mut Recorder) -> Result<()> {
+        use magicnaming_models::{kernels, norm};
         let l = self.resolution / 8;
         for (c, side) in [(320, l), (640, l / 2), (1280, l / 4)] {
             if side == 0 {
@@ -688,14 +696,32 @@ impl BenchArgs {
                 Tensor::<B, 4>::random([2, c, side, side], Distribution::Normal(0.0, 1.0), device),
                 DType::from(self.float()),
             );
-            let r = time_runs::<B, _>(device, self.plan(), || Ok(norm.forward(x.clone())))?;
-            let what = format!("burn GroupNorm::forward, [2, {c}, {side}, {side}], 32 groups");
+            let shape = format!("[2, {c}, {side}, {side}], 32 groups");
+            let r = time_runs::<B, _>(device, self.plan(), || Ok(silu(norm.forward(x.clone()))))?;
+            let what = format!("burn GroupNorm::forward + silu, {shape}");
             rec.push(&format!("norm:burn:{c}x{side}"), what, (0.0, n), r)?;
+
+            let was = kernels::enabled();
+            kernels::set_enabled(false);
             let r = time_runs::<B, _>(device, self.plan(), || {
-                Ok(magicnaming_models::norm::group_norm(&norm, x.clone()))
+                Ok(norm::group_norm_silu(&norm, x.clone()))
+            });
+            kernels::set_enabled(was);
+            let what = format!("norm::group_norm_silu without kernels (f32 statistics), {shape}");
+            rec.push(&format!("norm:generic:{c}x{side}"), what, (0.0, n), r?)?;
+
+            if kernels::group_norm(&norm, x.clone(), true).is_err() {
+                log::info!(
+                    "no GroupNorm kernel of ours for {} (or --no-kernels)",
+                    B::name(device)
+                );
+                continue;
+            }
+            let r = time_runs::<B, _>(device, self.plan(), || {
+                Ok(norm::group_norm_silu(&norm, x.clone()))
             })?;
-            let what = format!("norm::group_norm (f32 statistics), [2, {c}, {side}, {side}]");
-            rec.push(&format!("norm:ours:{c}x{side}"), what, (0.0, n), r)?;
+            let what = format!("kernels::group_norm fused with SiLU, {shape}");
+            rec.push(&format!("norm:kernel:{c}x{side}"), what, (0.0, n), r)?;
         }
         Ok(())
     }
@@ -749,6 +775,9 @@ impl Job for BenchArgs {
             );
         }
         B::seed(&device, self.seed);
+        if self.no_kernels {
+            magicnaming_models::kernels::set_enabled(false);
+        }
         let models = match &self.model {
             Some(m) => Models::Files(SdxlSource::from_path(m, self.config.as_deref())?),
             None => Models::Random(self.config.clone()),
@@ -772,6 +801,7 @@ impl Job for BenchArgs {
                 "image_iters": self.image_iters.unwrap_or(self.iters),
                 "image_warmup": self.warmup.min(1), "prompt": self.prompt, "seed": self.seed,
                 "budget_s": self.budget_s,
+                "kernels": !self.no_kernels && magicnaming_models::kernels::COMPILED,
             },
             "components": [],
             "host_load": { "start": loadavg(), "end": null },

@@ -103,6 +103,9 @@ fn not_compiled(name: &str) -> Result<()> {
 }
 
 /// Runs `job` on the backend the devices name (all of one backend, see [`parse_devices`]).
+// Each arm returns from a cfg-selected block, so which `return` is the tail depends on
+// the feature set.
+#[allow(clippy::needless_return)]
 pub fn dispatch<J: Job>(devices: &[DeviceArg], job: J) -> Result<()> {
     log::debug!("devices: {devices:?}");
     let Some(first) = devices.first() else {

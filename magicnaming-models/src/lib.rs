@@ -9,7 +9,9 @@
 #![warn(missing_docs)]
 
 pub mod clip;
+pub mod conv;
 pub mod error;
+pub mod kernels;
 pub mod name_encoder;
 pub mod norm;
 pub mod precision;

@@ -7,8 +7,13 @@
 //! SDXL's first level a group holds `320 / 32 * 128 * 128 = 163840` values, whose sum of
 //! squares overflows f16's 65504 (`tests/norm.rs` shows burn's f16 result going wrong
 //! where this one stays within f16 rounding).
+//!
+//! On the cubecl backends (`cuda`, `wgpu` features) GroupNorm, and GroupNorm followed by
+//! SiLU, run as our own kernel instead ([`crate::kernels::group_norm`]: f32 statistics,
+//! one rounding to the input's type, no casts of the input or the parameters).
 use burn::module::Module;
 use burn::nn::{GroupNorm, LayerNorm};
+use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, FloatDType, Tensor};
 
@@ -42,7 +47,25 @@ pub fn group_norm<B: Backend, const D: usize>(
     norm: &GroupNorm<B>,
     x: Tensor<B, D>,
 ) -> Tensor<B, D> {
-    forward_f32(norm, x, |n, x| n.forward(x))
+    match crate::kernels::group_norm(norm, x, false) {
+        Ok(y) => y,
+        Err(x) => forward_f32(norm, x, |n, x| n.forward(x)),
+    }
+}
+
+/// `silu(norm.forward(x))` (diffusers' `nonlinearity(norm(x))` in ResnetBlock2D and
+/// before `conv_out`), fused into one kernel on the cubecl backends.
+///
+/// # Shapes
+/// - `x`: `[B, C, ...]` -> same (and the same float type)
+pub fn group_norm_silu<B: Backend, const D: usize>(
+    norm: &GroupNorm<B>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    match crate::kernels::group_norm(norm, x, true) {
+        Ok(y) => y,
+        Err(x) => silu(forward_f32(norm, x, |n, x| n.forward(x))),
+    }
 }
 
 /// `norm.forward(x)` (burn's fused LayerNorm op), in f32 for an f16/bf16 `x` (cast back).

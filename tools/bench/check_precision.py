@@ -82,7 +82,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("bin")
     p.add_argument("--device", default="cuda:0")
-    p.add_argument("--out", default=".")
+    p.add_argument("--out", default="target/precision")
     p.add_argument("--timeout", type=float, default=120)
     a = p.parse_args()
     os.makedirs(a.out, exist_ok=True)

@@ -15,7 +15,8 @@
 # JSON after each component, so a slow one still leaves the rows it finished; the
 # default limits add up to 510 s (a device call may run 600). Sizes: env RES (1024), STEPS (30), TOWER_BATCH (64),
 # T_* limits in seconds (0 skips that process; T_PRECISION 100 for the precision check
-# first, T_PRECISION_RUN 30 for each of its three runs),
+# first, T_PRECISION_RUN 30 for each of its three runs; T_OURS_UNET_NOK 0: the UNet step
+# without our kernels),
 # WARMUP (2), ITERS (10), IMAGE_ITERS (3), BUDGET_S (15: a component's timed runs stop
 # after that many seconds, after at least one), OURS_DTYPE (f16); BENCH_ARGS (extra arguments of
 # both benches, e.g. a --config), OURS_DEVICE (cuda:0), DIFF_DEVICE (cuda), DIFF_DTYPE (fp16)
@@ -44,6 +45,9 @@ T_DIFF_SDXL=${T_DIFF_SDXL:-100} T_DIFF_TOWERS=${T_DIFF_TOWERS:-40}
 T_OURS_UNET=${T_OURS_UNET:-80} T_OURS_VAE=${T_OURS_VAE:-40}
 T_OURS_IMAGE=${T_OURS_IMAGE:-80} T_OURS_TOWERS=${T_OURS_TOWERS:-40}
 T_PRECISION=${T_PRECISION:-100} T_PRECISION_RUN=${T_PRECISION_RUN:-30} T_OURS_NORMS=${T_OURS_NORMS:-30}
+# Off by default (the limits above fill a call): the UNet step again with `--no-kernels`,
+# burn's ops in place of ours, to measure what our kernels change.
+T_OURS_UNET_NOK=${T_OURS_UNET_NOK:-0}
 COMMON=(--resolution "$RES" --steps "$STEPS" --tower-batch "$TOWER_BATCH"
         --warmup "$WARMUP" --iters "$ITERS" --image-iters "$IMAGE_ITERS" --budget-s "$BUDGET_S"
         "${EXTRA[@]}")
@@ -113,6 +117,7 @@ export RUST_LOG=${RUST_LOG:-info}
 # One process per group: autotune results of the first reach the others through the cache.
 run ours-unet "$T_OURS_UNET" "${OURS[@]}" --components text,unet --json "$RES_DIR/ours-unet.json"
 run ours-norms "$T_OURS_NORMS" "${OURS[@]}" --components norms --json "$RES_DIR/ours-norms.json"
+run ours-unet-nokernels "$T_OURS_UNET_NOK" "${OURS[@]}" --components unet --no-kernels --json "$RES_DIR/ours-unet-nokernels.json"
 run ours-vae "$T_OURS_VAE" "${OURS[@]}" --components vae --json "$RES_DIR/ours-vae.json"
 run ours-image "$T_OURS_IMAGE" "${OURS[@]}" --components image --json "$RES_DIR/ours-image.json"
 run ours-towers "$T_OURS_TOWERS" "${OURS[@]}" --components towers --json "$RES_DIR/ours-towers.json"

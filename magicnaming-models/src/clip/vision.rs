@@ -15,6 +15,7 @@ use burn::tensor::Tensor;
 
 use super::config::ClipVisionConfig;
 use super::encoder::{ClipEncoder, ClipEncoderConfig};
+use crate::conv::conv2d;
 use crate::{norm, precision};
 use crate::{ModelError, Result};
 
@@ -35,7 +36,7 @@ impl<B: Backend> ClipVisionEmbeddings<B> {
     /// - output: `[B, (S / patch)^2 + 1, H]`
     pub fn forward(&self, pixel_values: Tensor<B, 4>) -> Tensor<B, 3> {
         let batch = pixel_values.dims()[0];
-        let patches = self.patch_embedding.forward(pixel_values); // [B, H, g, g]
+        let patches = conv2d(&self.patch_embedding, pixel_values); // [B, H, g, g]
         let [_, hidden, gh, gw] = patches.dims();
         let patches = patches.reshape([batch, hidden, gh * gw]).swap_dims(1, 2);
         let class = self

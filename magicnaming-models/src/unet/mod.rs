@@ -13,7 +13,6 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
-use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
@@ -24,7 +23,8 @@ use self::blocks::{
     UNetMidBlock2DCrossAttnConfig, UpBlock2D, UpBlock2DConfig,
 };
 use self::embeddings::{TimestepEmbedding, TimestepEmbeddingConfig, Timesteps, TimestepsConfig};
-use self::resnet::{conv2d, group_norm};
+use self::resnet::{group_norm, new_conv2d};
+use crate::conv::conv2d;
 use crate::norm;
 use crate::precision::{cast, Precision};
 use crate::sdxl::SdxlSource;
@@ -156,7 +156,7 @@ impl UNet2DConditionModelConfig {
             })
             .collect();
         UNet2DConditionModel {
-            conv_in: conv2d(self.in_channels, boc[0], self.conv_in_kernel, device),
+            conv_in: new_conv2d(self.in_channels, boc[0], self.conv_in_kernel, device),
             time_proj: TimestepsConfig::new(boc[0], self.flip_sin_to_cos, self.freq_shift).init(),
             time_embedding: TimestepEmbeddingConfig::new(boc[0], temb).init(device),
             add_time_proj: TimestepsConfig::new(
@@ -174,7 +174,7 @@ impl UNet2DConditionModelConfig {
             mid_block,
             up_blocks,
             conv_norm_out: group_norm(groups, boc[0], eps, device),
-            conv_out: conv2d(boc[0], self.out_channels, self.conv_out_kernel, device),
+            conv_out: new_conv2d(boc[0], self.out_channels, self.conv_out_kernel, device),
             config: self.clone(),
         }
     }
@@ -396,7 +396,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
             ));
 
         let context = cast(encoder_hidden_states, dtype);
-        let mut h = self.conv_in.forward(sample);
+        let mut h = conv2d(&self.conv_in, sample);
         let mut skips = vec![h.clone()];
         for block in &self.down_blocks {
             let (out, states) = block.forward(h, &emb, &context);
@@ -414,9 +414,10 @@ impl<B: Backend> UNet2DConditionModel<B> {
             });
             h = block.forward(h, &mut skips, &emb, &context, upsample_size);
         }
-        let out = self
-            .conv_out
-            .forward(silu(norm::group_norm(&self.conv_norm_out, h)));
+        let out = conv2d(
+            &self.conv_out,
+            norm::group_norm_silu(&self.conv_norm_out, h),
+        );
         Ok(cast(out, io))
     }
 

@@ -2,6 +2,7 @@
 //! resampling layers of `models/downsampling.py` / `models/upsampling.py`:
 //! `Downsample2D` (3x3 convolution, stride 2) and `Upsample2D` (nearest x2 + 3x3
 //! convolution). Shared by the UNet and the VAE.
+use crate::conv::conv2d;
 use crate::norm;
 use burn::config::Config;
 use burn::module::Module;
@@ -12,7 +13,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 /// A `k x k` convolution with "same" padding `(k - 1) / 2`, as diffusers builds them.
-pub(crate) fn conv2d<B: Backend>(
+pub(crate) fn new_conv2d<B: Backend>(
     cin: usize,
     cout: usize,
     kernel: usize,
@@ -80,13 +81,13 @@ impl ResnetBlock2DConfig {
         let (cin, cout) = (self.in_channels, self.out_channels);
         ResnetBlock2D {
             norm1: group_norm(self.groups, cin, self.eps, device),
-            conv1: conv2d(cin, cout, 3, device),
+            conv1: new_conv2d(cin, cout, 3, device),
             time_emb_proj: self
                 .temb_channels
                 .map(|t| LinearConfig::new(t, cout).init(device)),
             norm2: group_norm(self.groups, cout, self.eps, device),
-            conv2: conv2d(cout, cout, 3, device),
-            conv_shortcut: (cin != cout).then(|| conv2d(cin, cout, 1, device)),
+            conv2: new_conv2d(cout, cout, 3, device),
+            conv_shortcut: (cin != cout).then(|| new_conv2d(cin, cout, 1, device)),
             output_scale_factor: self.output_scale_factor,
         }
     }
@@ -98,9 +99,7 @@ impl<B: Backend> ResnetBlock2D<B> {
     /// - `temb`: `[B, temb_channels]` (ignored by a block built without `temb_channels`)
     /// - output: `[B, out_channels, H, W]`
     pub fn forward(&self, x: Tensor<B, 4>, temb: Option<Tensor<B, 2>>) -> Tensor<B, 4> {
-        let h = self
-            .conv1
-            .forward(silu(norm::group_norm(&self.norm1, x.clone())));
+        let h = conv2d(&self.conv1, norm::group_norm_silu(&self.norm1, x.clone()));
         let h = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(temb)) => {
                 let [b, c] = [h.dims()[0], h.dims()[1]];
@@ -108,9 +107,9 @@ impl<B: Backend> ResnetBlock2D<B> {
             }
             _ => h,
         };
-        let h = self.conv2.forward(silu(norm::group_norm(&self.norm2, h)));
+        let h = conv2d(&self.conv2, norm::group_norm_silu(&self.norm2, h));
         let skip = match &self.conv_shortcut {
-            Some(conv) => conv.forward(x),
+            Some(conv) => conv2d(conv, x),
             None => x,
         };
         let out = skip + h;
@@ -166,7 +165,7 @@ impl<B: Backend> Downsample2D<B> {
     /// - output: `[B, C_out, (H + 2p - 3) / 2 + 1, (W + 2p - 3) / 2 + 1]` (with padding 0:
     ///   `[.., (H - 2) / 2 + 1, (W - 2) / 2 + 1]`)
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.conv.forward(x)
+        conv2d(&self.conv, x)
     }
 }
 
@@ -191,7 +190,7 @@ impl Upsample2DConfig {
     /// Builds the layer with fresh (lazily initialised) weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Upsample2D<B> {
         Upsample2D {
-            conv: conv2d(self.channels, self.out_channels, 3, device),
+            conv: new_conv2d(self.channels, self.out_channels, 3, device),
         }
     }
 }
@@ -205,7 +204,7 @@ impl<B: Backend> Upsample2D<B> {
     pub fn forward(&self, x: Tensor<B, 4>, output_size: Option<[usize; 2]>) -> Tensor<B, 4> {
         let [_, _, h, w] = x.dims();
         let size = output_size.unwrap_or([2 * h, 2 * w]);
-        self.conv.forward(upsample_nearest(x, size))
+        conv2d(&self.conv, upsample_nearest(x, size))
     }
 }
 

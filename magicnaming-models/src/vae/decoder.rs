@@ -3,15 +3,15 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
-use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
+use crate::conv::conv2d;
 use crate::norm;
 use crate::unet::blocks::{
     CoderBlock2DConfig, UNetMidBlock2D, UNetMidBlock2DConfig, UpDecoderBlock2D,
 };
-use crate::unet::resnet::{conv2d, group_norm};
+use crate::unet::resnet::{group_norm, new_conv2d};
 
 /// Configuration of [`Decoder`].
 #[derive(Config, Debug)]
@@ -54,7 +54,7 @@ impl DecoderConfig {
         let g = self.norm_num_groups;
         let levels = rev.len();
         Decoder {
-            conv_in: conv2d(self.in_channels, rev[0], 3, device),
+            conv_in: new_conv2d(self.in_channels, rev[0], 3, device),
             mid_block: UNetMidBlock2DConfig::new(rev[0], g, self.mid_block_add_attention)
                 .init(device),
             up_blocks: (0..levels)
@@ -71,7 +71,7 @@ impl DecoderConfig {
                 })
                 .collect(),
             conv_norm_out: group_norm(g, rev[levels - 1], 1e-6, device),
-            conv_out: conv2d(rev[levels - 1], self.out_channels, 3, device),
+            conv_out: new_conv2d(rev[levels - 1], self.out_channels, 3, device),
         }
     }
 }
@@ -81,9 +81,11 @@ impl<B: Backend> Decoder<B> {
     /// - `z`: `[B, latent_channels, h, w]`
     /// - output: `[B, out_channels, h * 2^(levels-1), w * 2^(levels-1)]`
     pub fn forward(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
-        let h = self.mid_block.forward(self.conv_in.forward(z));
+        let h = self.mid_block.forward(conv2d(&self.conv_in, z));
         let h = self.up_blocks.iter().fold(h, |h, b| b.forward(h));
-        self.conv_out
-            .forward(silu(norm::group_norm(&self.conv_norm_out, h)))
+        conv2d(
+            &self.conv_out,
+            norm::group_norm_silu(&self.conv_norm_out, h),
+        )
     }
 }

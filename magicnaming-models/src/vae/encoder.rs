@@ -3,15 +3,15 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
-use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
+use crate::conv::conv2d;
 use crate::norm;
 use crate::unet::blocks::{
     CoderBlock2DConfig, DownEncoderBlock2D, UNetMidBlock2D, UNetMidBlock2DConfig,
 };
-use crate::unet::resnet::{conv2d, group_norm};
+use crate::unet::resnet::{group_norm, new_conv2d};
 
 /// Configuration of [`Encoder`].
 #[derive(Config, Debug)]
@@ -53,7 +53,7 @@ impl EncoderConfig {
         let last = boc[boc.len() - 1];
         let g = self.norm_num_groups;
         Encoder {
-            conv_in: conv2d(self.in_channels, boc[0], 3, device),
+            conv_in: new_conv2d(self.in_channels, boc[0], 3, device),
             down_blocks: (0..boc.len())
                 .map(|i| {
                     let cin = if i == 0 { boc[0] } else { boc[i - 1] };
@@ -70,7 +70,7 @@ impl EncoderConfig {
             mid_block: UNetMidBlock2DConfig::new(last, g, self.mid_block_add_attention)
                 .init(device),
             conv_norm_out: group_norm(g, last, 1e-6, device),
-            conv_out: conv2d(last, 2 * self.out_channels, 3, device),
+            conv_out: new_conv2d(last, 2 * self.out_channels, 3, device),
         }
     }
 }
@@ -80,11 +80,13 @@ impl<B: Backend> Encoder<B> {
     /// - `x`: `[B, in_channels, H, W]`
     /// - output: `[B, 2 * latent_channels, H / 2^(levels-1), W / 2^(levels-1)]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let h = self.conv_in.forward(x);
+        let h = conv2d(&self.conv_in, x);
         let h = self.down_blocks.iter().fold(h, |h, b| b.forward(h));
         let h = self.mid_block.forward(h);
-        self.conv_out
-            .forward(silu(norm::group_norm(&self.conv_norm_out, h)))
+        conv2d(
+            &self.conv_out,
+            norm::group_norm_silu(&self.conv_norm_out, h),
+        )
     }
 }
 

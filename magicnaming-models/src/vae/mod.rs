@@ -17,10 +17,11 @@ pub use config::AutoencoderKLConfig;
 pub use decoder::{Decoder, DecoderConfig};
 pub use encoder::{DiagonalGaussianDistribution, Encoder, EncoderConfig};
 
+use crate::conv::conv2d;
 use crate::precision::{cast, Precision};
 use crate::sdxl::SdxlSource;
 use crate::unet::diffusers_weights_file;
-use crate::unet::resnet::conv2d;
+use crate::unet::resnet::new_conv2d;
 use crate::weights::{self, load_module_as, SafetensorsFile};
 use crate::{ModelError, Result};
 
@@ -65,8 +66,12 @@ impl AutoencoderKLConfig {
                 self.mid_block_add_attention,
             )
             .init(device),
-            quant_conv: self.use_quant_conv.then(|| conv2d(2 * z, 2 * z, 1, device)),
-            post_quant_conv: self.use_post_quant_conv.then(|| conv2d(z, z, 1, device)),
+            quant_conv: self
+                .use_quant_conv
+                .then(|| new_conv2d(2 * z, 2 * z, 1, device)),
+            post_quant_conv: self
+                .use_post_quant_conv
+                .then(|| new_conv2d(z, z, 1, device)),
             config: self.clone(),
         }
     }
@@ -225,7 +230,7 @@ impl<B: Backend> AutoencoderKL<B> {
         let io = images.dtype();
         let moments = self.encoder.forward(cast(images, self.dtype()));
         let moments = match &self.quant_conv {
-            Some(conv) => conv.forward(moments),
+            Some(conv) => conv2d(conv, moments),
             None => moments,
         };
         Ok(DiagonalGaussianDistribution::new(cast(moments, io)))
@@ -252,7 +257,7 @@ impl<B: Backend> AutoencoderKL<B> {
         let io = latents.dtype();
         let latents = cast(latents, self.dtype());
         let z = match &self.post_quant_conv {
-            Some(conv) => conv.forward(latents),
+            Some(conv) => conv2d(conv, latents),
             None => latents,
         };
         Ok(cast(self.decoder.forward(z), io))
