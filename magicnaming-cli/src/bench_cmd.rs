@@ -55,10 +55,13 @@ pub enum Component {
     Image,
     /// The CLIP image towers.
     Towers,
-    /// GroupNorm at the UNet's three level shapes (batch 2): burn's `GroupNorm` module
-    /// against `magicnaming_models::norm::group_norm` (f32 statistics for f16/bf16
-    /// inputs). Not in the default set.
+    /// GroupNorm + SiLU at the UNet's three level shapes (batch 2): burn's module, our
+    /// generic path, our kernel. Not in the default set.
     Norms,
+    /// 3x3 convolutions at the UNet's three level shapes (batch 2): burn's, and
+    /// `conv::conv2d` where our rule applies (f16 in f32 without tensor cores). Not in
+    /// the default set.
+    Convs,
 }
 
 /// Float type of the models and activations.
@@ -726,6 +729,51 @@ impl BenchArgs {
         Ok(())
     }
 
+    /// A 3x3 convolution (padding 1) C -> C on `[2, C, l, l]` at SDXL's level shapes, as
+    /// `bench_norms`: burn's op, then ours where it applies.
+    fn bench_convs<B: Backend>(&self, device: &B::Device, rec: &mut Recorder) -> Result<()> {
+        use burn::nn::conv::Conv2dConfig;
+        use burn::nn::PaddingConfig2d;
+        use magicnaming_models::{conv, kernels};
+        let l = self.resolution / 8;
+        for (c, side) in [(320, l), (640, l / 2), (1280, l / 4)] {
+            if side == 0 {
+                bail!(
+                    "--resolution {}: too small for the conv shapes",
+                    self.resolution
+                );
+            }
+            let conv = Conv2dConfig::new([c, c], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init::<B>(device);
+            let (conv, n) = materialise(conv, self.float(), device)?;
+            let x = precision::cast(
+                Tensor::<B, 4>::random([2, c, side, side], Distribution::Normal(0.0, 1.0), device),
+                DType::from(self.float()),
+            );
+            let shape = format!("3x3, [2, {c}, {side}, {side}] -> {c} channels");
+            let r = time_runs::<B, _>(device, self.plan(), || Ok(conv.forward(x.clone())))?;
+            rec.push(
+                &format!("conv:burn:{c}x{side}"),
+                format!("burn Conv2d::forward, {shape}"),
+                (0.0, n),
+                r,
+            )?;
+            if kernels::conv2d(&conv, x.clone()).is_err() {
+                log::info!(
+                    "no conv kernel of ours applies here ({}, {:?})",
+                    B::name(device),
+                    self.dtype
+                );
+                continue;
+            }
+            let r = time_runs::<B, _>(device, self.plan(), || Ok(conv::conv2d(&conv, x.clone())))?;
+            let what = format!("conv::conv2d (f16 computed in f32), {shape}");
+            rec.push(&format!("conv:ours:{c}x{side}"), what, (0.0, n), r)?;
+        }
+        Ok(())
+    }
+
     /// The image towers, one at a time.
     fn bench_towers<B: Backend>(&self, device: &B::Device, rec: &mut Recorder) -> Result<()> {
         let specs = if self.towers.is_empty() {
@@ -830,6 +878,9 @@ impl Job for BenchArgs {
         }
         if self.has(Component::Norms) {
             self.bench_norms::<B>(&device, &mut rec)?;
+        }
+        if self.has(Component::Convs) {
+            self.bench_convs::<B>(&device, &mut rec)?;
         }
         print_table(&rec.report());
         if let Some(p) = &self.json {

@@ -26,9 +26,6 @@ type Fused<R> = FusionTensor<FusionCubeRuntime<R>>;
 pub(super) trait CubeOp: Clone + fmt::Debug + Send + Sync + 'static {
     /// Name of the operation in the fusion stream.
     fn id(&self) -> &'static str;
-    /// Whether the kernel is the one to run on this device (e.g. only where burn's own
-    /// op would lose precision).
-    fn applies<R: CubeRuntime>(&self, client: &ComputeClient<R>) -> bool;
     /// Runs the kernel on `inputs` (in the order given to [`launch`]).
     fn run<R: CubeRuntime>(&self, inputs: Vec<CubeTensor<R>>) -> CubeTensor<R>;
 }
@@ -48,9 +45,9 @@ pub(super) fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> B::Float
     t.into_primitive().tensor()
 }
 
-/// Runs `op` on `inputs` (same backend `B`) when `B` is a cubecl backend compiled in and
-/// `op` applies there; the output has shape `out_shape` and the first input's dtype.
-/// Otherwise the inputs come back untouched.
+/// Runs `op` on `inputs` (same backend `B`, at least one) when `B` is a cubecl backend
+/// compiled in; the output has shape `out_shape` and the first input's dtype. Otherwise
+/// the inputs come back untouched.
 pub(super) fn launch<B: Backend, O: CubeOp, const D: usize>(
     op: O,
     inputs: Vec<B::FloatTensorPrimitive>,
@@ -80,25 +77,51 @@ fn on_runtime<B: Backend, O: CubeOp, R: CubeRuntime>(
 ) -> Result<B::FloatTensorPrimitive, Vec<B::FloatTensorPrimitive>> {
     let inputs = match downcast::<_, Vec<CubeTensor<R>>>(inputs) {
         Ok(cube) => {
-            if cube.is_empty() || !op.applies(&cube[0].client) {
-                return Err(downcast(cube).expect("the same type as above"));
-            }
             return Ok(downcast(op.run(cube)).expect("CubeTensor<R> is B's primitive here"));
         }
         Err(inputs) => inputs,
     };
     match downcast::<_, Vec<Fused<R>>>(inputs) {
         Ok(fused) => {
-            let applies = fused
-                .first()
-                .is_some_and(|x| op.applies(&R::client(x.client.device())));
-            if !applies {
-                return Err(downcast(fused).expect("the same type as above"));
-            }
             let y = register(op.clone(), fused, out_shape.clone());
             Ok(downcast(y).expect("FusionTensor<R> is B's primitive here"))
         }
         Err(inputs) => Err(inputs),
+    }
+}
+
+/// Whether `t` lives on a cubecl device (a runtime compiled in, plain or fused) whose
+/// features list no tensor-core instructions (cmma/mma).
+pub(super) fn on_device_without_tensor_cores<B: Backend>(t: B::FloatTensorPrimitive) -> bool {
+    #[cfg(feature = "cuda")]
+    let t = match lacks_tensor_cores::<B, cubecl::cuda::CudaRuntime>(t) {
+        Ok(lacks) => return lacks,
+        Err(t) => t,
+    };
+    #[cfg(feature = "wgpu")]
+    let t = match lacks_tensor_cores::<B, cubecl::wgpu::WgpuRuntime>(t) {
+        Ok(lacks) => return lacks,
+        Err(t) => t,
+    };
+    let _ = t;
+    false
+}
+
+/// `Ok(no cmma/mma)` when `t` is runtime `R`'s, else `t` back.
+fn lacks_tensor_cores<B: Backend, R: CubeRuntime>(
+    t: B::FloatTensorPrimitive,
+) -> Result<bool, B::FloatTensorPrimitive> {
+    let lacks = |client: &ComputeClient<R>| {
+        let matmul = &client.properties().features.matmul;
+        matmul.cmma.is_empty() && matmul.mma.is_empty()
+    };
+    let t = match downcast::<_, CubeTensor<R>>(t) {
+        Ok(cube) => return Ok(lacks(&cube.client)),
+        Err(t) => t,
+    };
+    match downcast::<_, Fused<R>>(t) {
+        Ok(fused) => Ok(lacks(&R::client(fused.client.device()))),
+        Err(t) => Err(t),
     }
 }
 

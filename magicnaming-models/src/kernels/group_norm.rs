@@ -4,19 +4,21 @@
 //! calls it, with PyTorch's precision rule: statistics and the affine transform in f32
 //! whatever the input's type, the result rounded once to the input's type.
 //!
-//! 1. `partial_sums`: the `N * G` groups are cut into chunks of `CHUNK` values; one cube
-//!    per (chunk, group) sums `x - K` and `(x - K)^2` in f32, where `K` is the group's
-//!    first value (a shift that keeps `E[x^2] - E[x]^2` from cancelling when the mean
-//!    is large against the spread). Many cubes per group keep the GPU busy; at SDXL's
-//!    first level (`[2, 320, 128, 128]`) that is 80 chunks x 64 groups.
-//! 2. `group_stats`: one unit per group adds its chunks' partial sums and writes the
-//!    mean and `1 / sqrt(var + eps)` (biased variance, as PyTorch).
+//! 1. `chunk_moments`: the `N * G` groups are cut into chunks of `CHUNK` values; one cube
+//!    per (chunk, group) computes the chunk's mean and sum of squared deviations `M2` of
+//!    `x - K` in f32 (K: the group's first value, so a large mean costs no precision),
+//!    two-pass (the second pass re-reads the chunk, from cache). Many cubes per group
+//!    keep the GPU busy: at SDXL's first level (`[2, 320, 128, 128]`) 80 chunks x 64
+//!    groups.
+//! 2. `group_stats`: one unit per group merges its chunks' (count, mean, M2) with Chan et
+//!    al.'s pairwise formula (as PyTorch's Welford reduction does), and writes the mean
+//!    and `1 / sqrt(var + eps)` (biased variance, as PyTorch).
 //! 3. `normalize`: one unit per value: `(x - mean) * rstd * gamma[c] + beta[c]`, then
 //!    `v * sigmoid(v)` when fused with SiLU, cast to the input's type.
 //!
-//! The input is read three times at most (twice, when the chunk is still in cache) and
-//! written once, instead of the cast, statistics, normalisation, cast back and SiLU
-//! passes of the generic path.
+//! The input is read twice from memory (plus the cached re-read of step 1) and written
+//! once, instead of the cast, statistics, normalisation, cast back and SiLU passes of
+//! the generic path.
 use burn::nn::GroupNorm;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Shape, Tensor as BurnTensor, TensorPrimitive};
@@ -31,14 +33,14 @@ use super::enabled;
 
 /// Units per cube in the reductions (a power of two, for the tree sum).
 const BLOCK: u32 = 256;
-/// Values each unit of `partial_sums` reads (unrolled: independent loads in flight).
+/// Values each unit of `chunk_moments` reads (unrolled: independent loads in flight).
 const PER_UNIT: u32 = 8;
 /// Values per chunk of a group.
 const CHUNK: u32 = BLOCK * PER_UNIT;
 
-/// Sums of `x - K` and `(x - K)^2` over one chunk of one group, `K = x[group start]`.
+/// Mean and sum of squared deviations (`M2`) of one chunk of one group, in f32.
 #[cube(launch)]
-fn partial_sums<F: Float>(
+fn chunk_moments<F: Float>(
     input: &Tensor<F>,
     partials: &mut Tensor<f32>,
     group_len: u32,
@@ -52,32 +54,52 @@ fn partial_sums<F: Float>(
     let unit = UNIT_POS_X as usize;
     let len = group_len as usize;
     let base = group * len;
+    let chunk_len = (block * per_unit) as usize;
+    let start = chunk * chunk_len;
+    let count = select(len - start < chunk_len, len - start, chunk_len);
+    // Moments of `x - K`, K = the group's first value: keeps the mean's rounding relative
+    // to the spread, not to |mean| (`group_stats` adds K back).
     let shift = f32::cast_from(input[base]);
+    let mut shared = SharedMemory::<f32>::new(block as usize);
 
+    // Pass 1: the chunk's mean.
     let mut sum = 0.0f32;
-    let mut squares = 0.0f32;
-    let start = chunk * (block * per_unit) as usize;
     #[unroll]
     for j in 0..per_unit {
         let idx = start + (j * block) as usize + unit;
         if idx < len {
-            let v = f32::cast_from(input[base + idx]) - shift;
-            sum += v;
-            squares += v * v;
+            sum += f32::cast_from(input[base + idx]) - shift;
         }
     }
-
-    let mut shared_sum = SharedMemory::<f32>::new(block as usize);
-    let mut shared_squares = SharedMemory::<f32>::new(block as usize);
-    shared_sum[unit] = sum;
-    shared_squares[unit] = squares;
+    shared[unit] = sum;
     sync_cube();
-
     let mut stride = CUBE_DIM_X as usize / 2;
     while stride > 0 {
         if unit < stride {
-            shared_sum[unit] += shared_sum[unit + stride];
-            shared_squares[unit] += shared_squares[unit + stride];
+            shared[unit] += shared[unit + stride];
+        }
+        sync_cube();
+        stride /= 2;
+    }
+    let mean = shared[0] / count as f32;
+    sync_cube(); // every unit has read shared[0] before it is overwritten
+
+    // Pass 2: squared deviations from it (the chunk is in cache by now).
+    let mut m2 = 0.0f32;
+    #[unroll]
+    for j in 0..per_unit {
+        let idx = start + (j * block) as usize + unit;
+        if idx < len {
+            let d = f32::cast_from(input[base + idx]) - shift - mean;
+            m2 += d * d;
+        }
+    }
+    shared[unit] = m2;
+    sync_cube();
+    let mut stride = CUBE_DIM_X as usize / 2;
+    while stride > 0 {
+        if unit < stride {
+            shared[unit] += shared[unit + stride];
         }
         sync_cube();
         stride /= 2;
@@ -85,12 +107,12 @@ fn partial_sums<F: Float>(
 
     if unit == 0 {
         let out = (group * chunks + chunk) * 2;
-        partials[out] = shared_sum[0];
-        partials[out + 1] = shared_squares[0];
+        partials[out] = mean;
+        partials[out + 1] = shared[0];
     }
 }
 
-/// Mean and `1 / sqrt(var + eps)` of each group from its chunks' partial sums.
+/// Mean and `1 / sqrt(var + eps)` of each group, merging its chunks' moments.
 #[cube(launch)]
 fn group_stats<F: Float>(
     input: &Tensor<F>,
@@ -98,6 +120,7 @@ fn group_stats<F: Float>(
     stats: &mut Tensor<f32>,
     group_len: u32,
     chunks: u32,
+    chunk_len: u32,
     epsilon: f32,
     #[define(F)] _dtype: StorageType,
 ) {
@@ -106,19 +129,22 @@ fn group_stats<F: Float>(
         terminate!();
     }
     let n_chunks = chunks as usize;
-    let mut sum = 0.0f32;
-    let mut squares = 0.0f32;
+    let (len, chunk_len) = (group_len as usize, chunk_len as usize);
+    let mut count = 0.0f32;
+    let mut mean = 0.0f32;
+    let mut m2 = 0.0f32;
     for chunk in 0..n_chunks {
         let at = (group * n_chunks + chunk) * 2;
-        sum += partials[at];
-        squares += partials[at + 1];
+        let left = len - chunk * chunk_len;
+        let n_b = select(left < chunk_len, left, chunk_len) as f32;
+        let total = count + n_b;
+        let delta = partials[at] - mean;
+        mean += delta * (n_b / total);
+        m2 += partials[at + 1] + delta * delta * (count * (n_b / total));
+        count = total;
     }
-    let count = group_len as f32;
-    let shifted_mean = sum / count;
-    let var = f32::max(squares / count - shifted_mean * shifted_mean, 0.0f32);
-    let shift = f32::cast_from(input[group * group_len as usize]);
-    stats[group * 2] = shift + shifted_mean;
-    stats[group * 2 + 1] = 1.0f32 / f32::sqrt(var + epsilon);
+    stats[group * 2] = f32::cast_from(input[group * len]) + mean;
+    stats[group * 2 + 1] = 1.0f32 / f32::sqrt(m2 / count + epsilon);
 }
 
 /// `(x - mean) * rstd * gamma[c] + beta[c]` (then SiLU), one unit per value.
@@ -151,6 +177,13 @@ fn normalize<F: Float, P: Float>(
     output[idx] = F::cast_from(v);
 }
 
+/// Whether `chunk_moments`' grid (chunks x groups) stays within 65535 cubes per
+/// dimension, the limit of wgpu (and of CUDA's y dimension).
+fn grid_fits(total_groups: usize, group_len: usize) -> bool {
+    const MAX: usize = 65535;
+    total_groups <= MAX && group_len.div_ceil(CHUNK as usize) <= MAX
+}
+
 /// Whether the kernels take this float type (inputs and parameters).
 fn supported(dtype: DType) -> bool {
     matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
@@ -171,10 +204,6 @@ impl CubeOp for GroupNormOp {
         } else {
             "magicnaming_group_norm"
         }
-    }
-
-    fn applies<R: CubeRuntime>(&self, _client: &ComputeClient<R>) -> bool {
-        true
     }
 
     fn run<R: CubeRuntime>(&self, inputs: Vec<CubeTensor<R>>) -> CubeTensor<R> {
@@ -204,6 +233,10 @@ pub(super) fn forward<B: Backend, const D: usize>(
         && norm.num_channels.is_multiple_of(norm.num_groups)
         && numel > 0
         && u32::try_from(numel).is_ok()
+        && grid_fits(
+            dims[0] * norm.num_groups,
+            numel / (dims[0] * norm.num_groups),
+        )
         && supported(x.dtype())
         && supported(gamma.dtype())
         && gamma.dtype() == beta.dtype()
@@ -259,7 +292,7 @@ fn group_norm<R: CubeRuntime>(
         Shape::new([total_groups * chunks * 2]),
         DType::F32,
     );
-    partial_sums::launch::<R>(
+    chunk_moments::launch::<R>(
         &client,
         CubeCount::Static(chunks as u32, total_groups as u32, 1),
         CubeDim::new_1d(BLOCK),
@@ -287,6 +320,7 @@ fn group_norm<R: CubeRuntime>(
         stats.clone().into_tensor_arg(),
         group_len as u32,
         chunks as u32,
+        CHUNK,
         epsilon as f32,
         dtype.into(),
     );

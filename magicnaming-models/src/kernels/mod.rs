@@ -1,5 +1,6 @@
-//! Kernels of our own for the cubecl backends (`cuda`, `wgpu`), used by the generic
-//! models without changing their `B: Backend` bound.
+//! Kernels of our own for the cubecl backends (`cuda`, `wgpu`), and precision rules that
+//! need to know the device, used by the generic models without changing their
+//! `B: Backend` bound.
 //!
 //! A model calls e.g. [`crate::norm::group_norm_silu`], which asks [`group_norm`] here
 //! first. When the tensors belong to a cubecl backend compiled in (burn's `Cuda` or
@@ -66,11 +67,12 @@ pub fn group_norm<B: Backend, const D: usize>(
     }
 }
 
-/// `conv.forward(x)` for f16/bf16 tensors with f32 accumulation, on cubecl devices
-/// without tensor-core instructions (where burn's own convolution would sum in f16).
+/// `conv.forward(x)` for f16/bf16 tensors computed in f32 (burn's convolution on upcast
+/// tensors, rounded once back), on cubecl devices without tensor-core instructions, where
+/// burn's own f16 convolution would sum in f16.
 ///
 /// `Err(x)` (untouched) elsewhere: other backends or devices, f32/f64 tensors, kernels
-/// off or not compiled, or shapes the module's own forward should judge.
+/// off or not compiled.
 ///
 /// # Shapes
 /// - `x`: `[N, C_in, H, W]` -> `[N, C_out, H_out, W_out]`
