@@ -71,18 +71,7 @@ fn chunk_moments<F: Float>(
             sum += f32::cast_from(input[base + idx]) - shift;
         }
     }
-    shared[unit] = sum;
-    sync_cube();
-    let mut stride = CUBE_DIM_X as usize / 2;
-    while stride > 0 {
-        if unit < stride {
-            shared[unit] += shared[unit + stride];
-        }
-        sync_cube();
-        stride /= 2;
-    }
-    let mean = shared[0] / count as f32;
-    sync_cube(); // every unit has read shared[0] before it is overwritten
+    let mean = block_sum(&mut shared, unit, sum) / count as f32;
 
     // Pass 2: squared deviations from it (the chunk is in cache by now).
     let mut m2 = 0.0f32;
@@ -94,7 +83,20 @@ fn chunk_moments<F: Float>(
             m2 += d * d;
         }
     }
-    shared[unit] = m2;
+    let m2 = block_sum(&mut shared, unit, m2);
+
+    if unit == 0 {
+        let out = (group * chunks + chunk) * 2;
+        partials[out] = mean;
+        partials[out + 1] = m2;
+    }
+}
+
+/// Sum of `value` over the cube's units (a power of two), through `shared` (one slot per
+/// unit); every unit gets the sum, and `shared` is free again when this returns.
+#[cube]
+fn block_sum(shared: &mut SharedMemory<f32>, unit: usize, value: f32) -> f32 {
+    shared[unit] = value;
     sync_cube();
     let mut stride = CUBE_DIM_X as usize / 2;
     while stride > 0 {
@@ -104,12 +106,9 @@ fn chunk_moments<F: Float>(
         sync_cube();
         stride /= 2;
     }
-
-    if unit == 0 {
-        let out = (group * chunks + chunk) * 2;
-        partials[out] = mean;
-        partials[out + 1] = shared[0];
-    }
+    let total = shared[0];
+    sync_cube(); // every unit has read shared[0] before anyone writes `shared` again
+    total
 }
 
 /// Mean and `1 / sqrt(var + eps)` of each group, merging its chunks' moments.
