@@ -677,28 +677,39 @@ impl BenchArgs {
         Ok(())
     }
 
+    /// SDXL's UNet level widths 320/640/1280 with their latent sides l, l/2, l/4 (`l` =
+    /// resolution / 8), for the `norms` and `convs` components.
+    fn level_shapes(&self) -> Result<[(usize, usize); 3]> {
+        let l = self.resolution / 8;
+        if l / 4 == 0 {
+            bail!(
+                "--resolution {}: too small for the level shapes (at least 32)",
+                self.resolution
+            );
+        }
+        Ok([(320, l), (640, l / 2), (1280, l / 4)])
+    }
+
+    /// A random activation `[2, c, side, side]` in the --dtype float type.
+    fn activation<B: Backend>(&self, c: usize, side: usize, device: &B::Device) -> Tensor<B, 4> {
+        precision::cast(
+            Tensor::<B, 4>::random([2, c, side, side], Distribution::Normal(0.0, 1.0), device),
+            DType::from(self.float()),
+        )
+    }
+
     /// GroupNorm (32 groups) + SiLU, as in every ResnetBlock2D, on `[2, C, l, l]` for
     /// SDXL's level widths 320/640/1280 at latent sides l, l/2, l/4 (`l` = resolution /
     /// 8): burn's module then `silu`; our generic path (f32 statistics for f16 by casting);
     /// our fused kernel where this backend has one.
     fn bench_norms<B: Backend>(&self, device: &B::Device, rec: &mut Recorder) -> Result<()> {
         use magicnaming_models::{kernels, norm};
-        let l = self.resolution / 8;
-        for (c, side) in [(320, l), (640, l / 2), (1280, l / 4)] {
-            if side == 0 {
-                bail!(
-                    "--resolution {}: too small for the norm shapes",
-                    self.resolution
-                );
-            }
+        for (c, side) in self.level_shapes()? {
             let norm = GroupNormConfig::new(32, c)
                 .with_epsilon(1e-5)
                 .init::<B>(device);
             let (norm, n) = materialise(norm, self.float(), device)?;
-            let x = precision::cast(
-                Tensor::<B, 4>::random([2, c, side, side], Distribution::Normal(0.0, 1.0), device),
-                DType::from(self.float()),
-            );
+            let x = self.activation::<B>(c, side, device);
             let shape = format!("[2, {c}, {side}, {side}], 32 groups");
             let r = time_runs::<B, _>(device, self.plan(), || Ok(silu(norm.forward(x.clone()))))?;
             let what = format!("burn GroupNorm::forward + silu, {shape}");
@@ -735,22 +746,12 @@ impl BenchArgs {
         use burn::nn::conv::Conv2dConfig;
         use burn::nn::PaddingConfig2d;
         use magicnaming_models::{conv, kernels};
-        let l = self.resolution / 8;
-        for (c, side) in [(320, l), (640, l / 2), (1280, l / 4)] {
-            if side == 0 {
-                bail!(
-                    "--resolution {}: too small for the conv shapes",
-                    self.resolution
-                );
-            }
+        for (c, side) in self.level_shapes()? {
             let conv = Conv2dConfig::new([c, c], [3, 3])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                 .init::<B>(device);
             let (conv, n) = materialise(conv, self.float(), device)?;
-            let x = precision::cast(
-                Tensor::<B, 4>::random([2, c, side, side], Distribution::Normal(0.0, 1.0), device),
-                DType::from(self.float()),
-            );
+            let x = self.activation::<B>(c, side, device);
             let shape = format!("3x3, [2, {c}, {side}, {side}] -> {c} channels");
             let r = time_runs::<B, _>(device, self.plan(), || Ok(conv.forward(x.clone())))?;
             rec.push(

@@ -1,12 +1,13 @@
 //! The Conv2d forward every model here uses (the modules stay burn's [`Conv2d`], so
-//! checkpoint keys and records are unchanged): burn's own op, or on a cubecl device
-//! without tensor cores, for f16/bf16 tensors, our kernel that accumulates in f32
-//! ([`crate::kernels::conv2d`]).
+//! checkpoint keys and records are unchanged): burn's own op; for f16/bf16 tensors on a
+//! cubecl device without tensor cores, burn's op in f32, cast back
+//! ([`crate::kernels::conv2d`]), because burn's f16 convolution there sums in f16.
 use burn::nn::conv::Conv2d;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-/// `conv.forward(x)`, with f32 accumulation for half-precision tensors everywhere.
+/// `conv.forward(x)`, computed in f32 for half-precision tensors on cubecl devices
+/// without tensor cores (see the module docs).
 ///
 /// # Shapes
 /// - `x`: `[N, C_in, H, W]` -> `[N, C_out, H_out, W_out]`

@@ -15,28 +15,46 @@ use burn::module::Module;
 use burn::nn::{GroupNorm, LayerNorm};
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, FloatDType, Tensor};
+use burn::tensor::{DType, Tensor};
 
-use crate::precision::{cast, cast_module};
+use crate::precision::forward_in_f32;
 
 /// Whether `dtype` is normalised in f32 (the half-precision types).
 fn needs_f32(dtype: DType) -> bool {
     matches!(dtype, DType::F16 | DType::BF16)
 }
 
-/// `forward(module, x)`, or for an f16/bf16 `x` the same with the module's parameters
-/// and `x` in f32 and the result cast back.
+/// `forward(module, x)`, or for an f16/bf16 `x` the same in f32, cast back.
 fn forward_f32<B: Backend, M: Module<B>, const D: usize>(
     module: &M,
     x: Tensor<B, D>,
     forward: impl Fn(&M, Tensor<B, D>) -> Tensor<B, D>,
 ) -> Tensor<B, D> {
-    let dtype = x.dtype();
-    if !needs_f32(dtype) {
-        return forward(module, x);
+    if needs_f32(x.dtype()) {
+        forward_in_f32(module, x, forward)
+    } else {
+        forward(module, x)
     }
-    let module = cast_module(module.clone(), FloatDType::F32);
-    cast(forward(&module, x.cast(FloatDType::F32)), dtype)
+}
+
+/// GroupNorm, then SiLU when `then_silu`: our kernel where it applies, else burn's module
+/// with f32 statistics for f16/bf16.
+fn group_norm_then<B: Backend, const D: usize>(
+    norm: &GroupNorm<B>,
+    x: Tensor<B, D>,
+    then_silu: bool,
+) -> Tensor<B, D> {
+    match crate::kernels::group_norm(norm, x, then_silu) {
+        Ok(y) => y,
+        Err(x) => {
+            let y = forward_f32(norm, x, |n, x| n.forward(x));
+            if then_silu {
+                silu(y)
+            } else {
+                y
+            }
+        }
+    }
 }
 
 /// `norm.forward(x)`, with f32 statistics for an f16/bf16 `x` (cast back).
@@ -47,10 +65,7 @@ pub fn group_norm<B: Backend, const D: usize>(
     norm: &GroupNorm<B>,
     x: Tensor<B, D>,
 ) -> Tensor<B, D> {
-    match crate::kernels::group_norm(norm, x, false) {
-        Ok(y) => y,
-        Err(x) => forward_f32(norm, x, |n, x| n.forward(x)),
-    }
+    group_norm_then(norm, x, false)
 }
 
 /// `silu(norm.forward(x))` (diffusers' `nonlinearity(norm(x))` in ResnetBlock2D and
@@ -62,10 +77,7 @@ pub fn group_norm_silu<B: Backend, const D: usize>(
     norm: &GroupNorm<B>,
     x: Tensor<B, D>,
 ) -> Tensor<B, D> {
-    match crate::kernels::group_norm(norm, x, true) {
-        Ok(y) => y,
-        Err(x) => silu(forward_f32(norm, x, |n, x| n.forward(x))),
-    }
+    group_norm_then(norm, x, true)
 }
 
 /// `norm.forward(x)` (burn's fused LayerNorm op), in f32 for an f16/bf16 `x` (cast back).

@@ -124,6 +124,19 @@ pub fn cast_module<B: Backend, M: Module<B>>(module: M, dtype: FloatDType) -> M 
     module.map(&mut CastParams(dtype))
 }
 
+/// `forward(module, x)` run in f32: the module's parameters and `x` cast to f32, the
+/// result cast back to `x`'s type (what PyTorch's half-precision kernels do by
+/// accumulating in f32). Used where burn's own op would lose precision in f16.
+pub(crate) fn forward_in_f32<B: Backend, M: Module<B>, const D: usize>(
+    module: &M,
+    x: Tensor<B, D>,
+    forward: impl Fn(&M, Tensor<B, D>) -> Tensor<B, D>,
+) -> Tensor<B, D> {
+    let dtype = x.dtype();
+    let module = cast_module(module.clone(), FloatDType::F32);
+    cast(forward(&module, x.cast(FloatDType::F32)), dtype)
+}
+
 /// The most common float type among `dtypes` (f32 when empty): what a checkpoint "is
 /// stored in" (f16 for a `.fp16` file even if a few buffers are f32).
 pub fn stored_dtype<'a>(

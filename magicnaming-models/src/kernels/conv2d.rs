@@ -21,11 +21,11 @@
 //! check of issue 4.
 use burn::nn::conv::Conv2d;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, FloatDType, Tensor};
+use burn::tensor::{DType, Tensor};
 
 use super::dispatch::{on_device_without_tensor_cores, primitive};
 use super::enabled;
-use crate::precision::{cast, cast_module};
+use crate::precision::forward_in_f32;
 
 /// See [`super::conv2d`].
 pub(super) fn forward<B: Backend>(
@@ -39,6 +39,5 @@ pub(super) fn forward<B: Backend>(
     if !applies {
         return Err(x);
     }
-    let conv = cast_module(conv.clone(), FloatDType::F32);
-    Ok(cast(conv.forward(x.cast(FloatDType::F32)), dtype))
+    Ok(forward_in_f32(conv, x, |c, x| c.forward(x)))
 }
