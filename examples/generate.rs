@@ -9,19 +9,18 @@
 //! cargo run --release --example generate -- --model /models/stable-diffusion-xl-base-1.0 \
 //!     --encoder /models/magicnaming-encoder --photo me.jpg --photo-b friend.jpg \
 //!     --width 1024 --height 1024 --steps 30 --out out/real
+//! # On the backend a feature selects (the device defaults to that backend's):
+//! cargo run --release --example generate --features cuda -- --device cuda
+//! cargo run --release --example generate --features wgpu -- --device wgpu
 //! ```
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use burn::backend::NdArray;
-use magicnaming::interpolate;
-use magicnaming::models::name_encoder::NameEncoder;
-use magicnaming::models::sdxl::png::{encode_png, save_png, to_rgb8};
-use magicnaming::models::sdxl::{GenerateOptions, SdxlPipeline, SdxlSource};
-
-type B = NdArray<f32>;
+use magicnaming::models::sdxl::png::encode_png;
+use magicnaming::prelude::*;
 
 struct Args {
+    device: String,
     model: PathBuf,
     encoder: PathBuf,
     photo: PathBuf,
@@ -37,6 +36,7 @@ struct Args {
 fn parse() -> Result<Args> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut a = Args {
+        device: DeviceSpec::default().to_string(),
         model: root.join("tests/fixtures/text/tiny-sdxl"),
         encoder: root.join("assets/tiny-encoder"),
         photo: root.join("assets/face_a.png"),
@@ -52,6 +52,7 @@ fn parse() -> Result<Args> {
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
+            "--device" => a.device = value()?,
             "--model" => a.model = value()?.into(),
             "--encoder" => a.encoder = value()?.into(),
             "--photo" => a.photo = value()?.into(),
@@ -68,68 +69,74 @@ fn parse() -> Result<Args> {
     Ok(a)
 }
 
+/// The job, generic over the backend `--device` names.
+struct Generate(Args);
+
+impl Job for Generate {
+    type Output = Result<()>;
+
+    fn run<B: Backend>(self, devices: Vec<B::Device>) -> Result<()> {
+        run::<B>(self.0, &devices[0])
+    }
+}
+
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args = parse()?;
+    let devices = parse_devices(&args.device)?;
+    dispatch(&devices, Generate(args))?
+}
+
+fn run<B: Backend>(args: Args, device: &B::Device) -> Result<()> {
     std::fs::create_dir_all(&args.out)?;
-    let device = Default::default();
     let started = std::time::Instant::now();
 
     // 1. Photo -> name, with the image encoder (two CLIP towers + the name head).
-    let encoder = NameEncoder::<B>::load(&args.encoder, &device)?;
-    let name_a = encoder
-        .predict(std::slice::from_ref(&args.photo), true)?
-        .remove(0);
-    let name_b = encoder
-        .predict(std::slice::from_ref(&args.photo_b), true)?
-        .remove(0);
+    let encoder = NameEncoder::<B>::load(&args.encoder, device)?;
+    let name_a = encoder.predict_one(&args.photo)?;
+    let name_b = encoder.predict_one(&args.photo_b)?;
     name_a.save(args.out.join("name_a.safetensors"))?;
     println!(
-        "name of {}: {} x {}",
+        "name of {}: {} x {} (on {})",
         args.photo.display(),
         name_a.num_tokens(),
-        name_a.dim()
+        name_a.dim(),
+        B::name(device)
     );
 
     // 2. Name -> image, with an unmodified SDXL.
     let source = SdxlSource::from_path(&args.model, None)?;
-    let pipeline = SdxlPipeline::<B>::load(&source, &device)?;
-    let mut options = GenerateOptions::new(args.prompt.clone());
-    (options.width, options.height, options.steps, options.seed) =
-        (args.width, args.height, args.steps, args.seed);
-    options.name = Some(name_a.clone());
-    let image = pipeline.generate(&options, &mut |_, _| {})?.image;
+    let pipeline = SdxlPipeline::<B>::load(&source, device)?;
+    let options = GenerateOptions::new(args.prompt.clone())
+        .with_size(args.width, args.height)
+        .with_steps(args.steps)
+        .with_seed(args.seed);
     let person = args.out.join("person.png");
-    let text = [
-        ("prompt", args.prompt.clone()),
-        ("name", args.photo.display().to_string()),
-        ("seed", args.seed.to_string()),
-    ];
-    save_png(&person, image, &text)?;
+    pipeline
+        .generate(&options.clone().with_name(name_a.clone()))?
+        .save_png(&person)?;
     println!("wrote {}", person.display());
 
     // 3. Fictional people between the two names: a contact sheet.
     let mut tiles = Vec::new();
     for t in [0.0, 0.25, 0.5, 0.75, 1.0] {
-        options.name = Some(interpolate(&name_a, &name_b, t)?);
-        tiles.push(to_rgb8(pipeline.generate(&options, &mut |_, _| {})?.image)?);
+        let options = options.clone().with_name(interpolate(&name_a, &name_b, t)?);
+        tiles.push(pipeline.generate(&options)?.to_rgb_image()?);
     }
-    let (w, h) = (tiles[0].0, tiles[0].1);
+    let (w, h) = tiles[0].dimensions();
     let gap = 4;
-    let sheet_w = tiles.len() * w + (tiles.len() - 1) * gap;
-    let mut sheet = vec![255u8; sheet_w * h * 3];
-    for (i, (_, _, rgb)) in tiles.iter().enumerate() {
-        for y in 0..h {
-            let dst = (y * sheet_w + i * (w + gap)) * 3;
-            sheet[dst..dst + w * 3].copy_from_slice(&rgb[y * w * 3..(y + 1) * w * 3]);
-        }
+    let sheet_w = tiles.len() as u32 * w + (tiles.len() as u32 - 1) * gap;
+    let mut sheet = image::RgbImage::from_pixel(sheet_w, h, image::Rgb([255, 255, 255]));
+    for (i, tile) in tiles.iter().enumerate() {
+        image::imageops::replace(&mut sheet, tile, i64::from(i as u32 * (w + gap)), 0);
     }
     let sheet_path = args.out.join("interpolation.png");
     let text = [
         ("prompt", args.prompt.clone()),
         ("t", "0, 0.25, 0.5, 0.75, 1 (left to right)".into()),
     ];
-    magicnaming::core::write_atomic(&sheet_path, &encode_png(sheet_w, h, &sheet, &text)?)?;
+    let png = encode_png(sheet_w as usize, h as usize, sheet.as_raw(), &text)?;
+    magicnaming::core::write_atomic(&sheet_path, &png)?;
     println!(
         "wrote {} (t = 0, 0.25, 0.5, 0.75, 1) in {:.1}s",
         sheet_path.display(),

@@ -1,4 +1,4 @@
-//! Encoder fine-tuning end to end, as the paper trains E_image (METHOD.md (a), (b)):
+//! Encoder fine-tuning end to end, as the paper trains E_image (`docs/METHOD.md`, (a), (b)):
 //! a manifest of (photo, person's name) -> dataset (names text-coded with SDXL's text
 //! encoders, photos embedded with both CLIP towers) -> the name head trained with AdamW
 //! against the text-coded names -> an encoder folder that `name from-image` uses.
@@ -10,20 +10,36 @@
 //! cargo run --release --example train_encoder -- --manifest laioncele.jsonl \
 //!     --model /models/stable-diffusion-xl-base-1.0 --tower-l /models/clip-vit-large-patch14 \
 //!     --tower-g /models/CLIP-ViT-bigG-14 --out out/encoder --steps 20000
+//! # On the backend a feature selects:
+//! cargo run --release --example train_encoder --features cuda -- --device cuda
 //! ```
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use burn::backend::{Autodiff, NdArray};
-use magicnaming::models::name_encoder::NameEncoder;
+use magicnaming::burn::backend::Autodiff;
 use magicnaming::models::train::{
     build_dataset, train, BuildConfig, BuildSources, Dataset, TrainConfig,
 };
+use magicnaming::prelude::*;
 
-type B = NdArray<f32>;
+/// The job, generic over the backend `--device` names.
+struct TrainEncoder {
+    sources: BuildSources,
+    out: PathBuf,
+    steps: usize,
+}
+
+impl Job for TrainEncoder {
+    type Output = Result<()>;
+
+    fn run<B: Backend>(self, devices: Vec<B::Device>) -> Result<()> {
+        run::<B>(self, devices[0].clone())
+    }
+}
 
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let mut device = DeviceSpec::default().to_string();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut out = PathBuf::from("out/train_encoder");
     let mut sources = BuildSources {
@@ -38,6 +54,7 @@ fn main() -> Result<()> {
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
+            "--device" => device = value()?,
             "--manifest" => sources.manifest = value()?.into(),
             "--model" => sources.model = value()?.into(),
             "--config" => sources.config = Some(value()?.into()),
@@ -73,7 +90,21 @@ fn main() -> Result<()> {
         sources.manifest = out.join("manifest.jsonl");
         std::fs::write(&sources.manifest, lines.join("\n") + "\n")?;
     }
-    let device = Default::default();
+    let job = TrainEncoder {
+        sources,
+        out,
+        steps,
+    };
+    dispatch(&parse_devices(&device)?, job)?
+}
+
+fn run<B: Backend>(job: TrainEncoder, device: B::Device) -> Result<()> {
+    let TrainEncoder {
+        sources,
+        out,
+        steps,
+    } = job;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let started = std::time::Instant::now();
 
     // 1. Dataset: text-code every name, embed every photo with both towers.
@@ -84,7 +115,7 @@ fn main() -> Result<()> {
     };
     let report = build_dataset::<B>(&sources, &data_dir, &config, &device, &mut |_, _| {})?;
     for s in &report.skipped {
-        println!("skipped {}: {}", s.path, s.reason);
+        println!("skipped {}: {}", s.path.display(), s.reason);
     }
     let dataset = Dataset::load(&data_dir)?;
     println!(
@@ -102,7 +133,13 @@ fn main() -> Result<()> {
         checkpoint_every: 100,
         ..TrainConfig::default()
     };
-    let summary = train::<Autodiff<B>>(&dataset, &encoder_dir, &train_config, false, &[device])?;
+    let summary = train::<Autodiff<B>>(
+        &dataset,
+        &encoder_dir,
+        &train_config,
+        false,
+        &[device.clone()],
+    )?;
     let (first, last) = (
         &summary.metrics[0],
         summary.metrics.last().expect("metrics"),
@@ -114,9 +151,7 @@ fn main() -> Result<()> {
 
     // 3. The folder is a complete encoder: predict a name from a photo.
     let encoder = NameEncoder::<B>::load(&encoder_dir, &device)?;
-    let name = encoder
-        .predict(&[root.join("assets/face_a.png")], true)?
-        .remove(0);
+    let name = encoder.predict_one(root.join("assets/face_a.png"))?;
     name.save(out.join("face_a.safetensors"))?;
     println!(
         "encoder in {}; name of face_a: {} x {} ({:.1}s)",

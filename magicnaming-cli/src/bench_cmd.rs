@@ -1,4 +1,4 @@
-//! `bench`: times SDXL's components and the CLIP image towers on one device (issue 7):
+//! `bench`: times SDXL's components and the CLIP image towers on one device:
 //! both text encoders on one prompt (with the unconditional embeddings, as a guided
 //! pipeline makes them), one UNet step at batch 2 (guidance), the VAE decode, a whole
 //! image through [`SdxlPipeline`], and the image towers at a batch. Each runs `--warmup`
@@ -29,11 +29,12 @@ use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Distribution, FloatDType, Tensor, TensorData};
 use clap::{Args, ValueEnum};
-use magicnaming_models::clip::config::{read_json, ClipTextConfig, ClipVisionConfig};
+use magicnaming_models::clip::config::{ClipTextConfig, ClipVisionConfig};
 use magicnaming_models::clip::tokenizer::ClipTokenizer;
 use magicnaming_models::clip::tower::{parse_config_value, ClipVisionTower};
 use magicnaming_models::clip::vision::ClipVisionModel;
-use magicnaming_models::precision;
+use magicnaming_models::json::read_json;
+use magicnaming_models::nn::precision;
 use magicnaming_models::schedulers::SchedulerConfig;
 use magicnaming_models::sdxl::{GenerateOptions, SdxlPipeline, SdxlSource, SdxlTextEncoders};
 use magicnaming_models::unet::{UNet2DConditionModel, UNet2DConditionModelConfig};
@@ -135,7 +136,7 @@ pub struct BenchArgs {
     /// Also write the results as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Run burn's ops where we have kernels of our own (`magicnaming_models::kernels`,
+    /// Run burn's ops where we have kernels of our own (`magicnaming_models::nn::kernels`,
     /// cubecl backends only), to measure what the kernels change.
     #[arg(long)]
     no_kernels: bool,
@@ -350,6 +351,18 @@ impl Models {
         })
     }
 
+    /// Where the models come from, as the pipeline records it (random weights: the
+    /// configuration folder, or "random" for SDXL base's configurations).
+    fn source(&self) -> SdxlSource {
+        match self {
+            Self::Files(source) => source.clone(),
+            Self::Random(dir) => SdxlSource::Diffusers {
+                root: dir.clone().unwrap_or_else(|| "random".into()),
+                config: None,
+            },
+        }
+    }
+
     fn scheduler(&self) -> Result<SchedulerConfig> {
         let file = match self {
             Self::Files(SdxlSource::Diffusers { root, .. }) => {
@@ -503,7 +516,7 @@ impl BenchArgs {
 }
 
 /// Collects the rows and writes the JSON report after each one, so that a run stopped
-/// part-way (a time limit on a lent GPU) still leaves the components it finished.
+/// part-way (a time limit on a shared machine) still leaves the components it finished.
 struct Recorder {
     header: Value,
     json: Option<PathBuf>,
@@ -656,6 +669,7 @@ impl BenchArgs {
                 unet,
                 vae,
                 scheduler_config: models.scheduler()?,
+                source: models.source(),
             };
             let mut options = GenerateOptions::<B>::new(self.prompt.clone());
             options.steps = self.steps;
@@ -666,7 +680,7 @@ impl BenchArgs {
             pipeline.check(&options)?;
             let iters = self.image_iters.unwrap_or(self.iters);
             let r = time_runs::<B, _>(device, (self.warmup.min(1), iters, self.budget_s), || {
-                Ok(pipeline.generate(&options, &mut |_, _| {})?)
+                Ok(pipeline.generate(&options)?)
             })?;
             let what = format!(
                 "whole image {res}x{res}, {} steps, guidance {}, default scheduler",
@@ -703,7 +717,7 @@ impl BenchArgs {
     /// 8): burn's module then `silu`; our generic path (f32 statistics for f16 by casting);
     /// our fused kernel where this backend has one.
     fn bench_norms<B: Backend>(&self, device: &B::Device, rec: &mut Recorder) -> Result<()> {
-        use magicnaming_models::{kernels, norm};
+        use magicnaming_models::nn::{kernels, norm};
         for (c, side) in self.level_shapes()? {
             let norm = GroupNormConfig::new(32, c)
                 .with_epsilon(1e-5)
@@ -745,7 +759,7 @@ impl BenchArgs {
     fn bench_convs<B: Backend>(&self, device: &B::Device, rec: &mut Recorder) -> Result<()> {
         use burn::nn::conv::Conv2dConfig;
         use burn::nn::PaddingConfig2d;
-        use magicnaming_models::{conv, kernels};
+        use magicnaming_models::nn::{conv, kernels};
         for (c, side) in self.level_shapes()? {
             let conv = Conv2dConfig::new([c, c], [3, 3])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
@@ -825,7 +839,7 @@ impl Job for BenchArgs {
         }
         B::seed(&device, self.seed);
         if self.no_kernels {
-            magicnaming_models::kernels::set_enabled(false);
+            magicnaming_models::nn::kernels::set_enabled(false);
         }
         let models = match &self.model {
             Some(m) => Models::Files(SdxlSource::from_path(m, self.config.as_deref())?),
@@ -850,7 +864,7 @@ impl Job for BenchArgs {
                 "image_iters": self.image_iters.unwrap_or(self.iters),
                 "image_warmup": self.warmup.min(1), "prompt": self.prompt, "seed": self.seed,
                 "budget_s": self.budget_s,
-                "kernels": !self.no_kernels && magicnaming_models::kernels::COMPILED,
+                "kernels": !self.no_kernels && magicnaming_models::nn::kernels::COMPILED,
             },
             "components": [],
             "host_load": { "start": loadavg(), "end": null },

@@ -7,10 +7,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use clap::Args;
 use magicnaming_core::NameEmbedding;
-use magicnaming_models::precision::Precision;
 use magicnaming_models::schedulers::SchedulerKind;
-use magicnaming_models::sdxl::png::save_png;
 use magicnaming_models::sdxl::{GenerateOptions, SdxlPipeline, SdxlSource};
+use magicnaming_models::Precision;
 
 use crate::device::Job;
 use crate::tensors::{load_f32, save_raw};
@@ -128,7 +127,7 @@ impl Job for GenerateArgs {
             what
         })?;
         let started = std::time::Instant::now();
-        let out = pipeline.generate(&options, &mut |done, total| {
+        let mut out = pipeline.generate_with_progress(&options, |done, total| {
             let _ = write!(
                 std::io::stderr(),
                 "\rdenoising {done}/{total} ({:.1}s)",
@@ -153,30 +152,12 @@ impl Job for GenerateArgs {
                 &[("prompt", self.prompt.clone())],
             )?;
         }
-        let mut text = vec![
-            ("prompt", self.prompt.clone()),
-            (
-                "negative_prompt",
-                self.negative_prompt.clone().unwrap_or_default(),
-            ),
-            ("seed", self.seed.to_string()),
-            ("steps", self.steps.to_string()),
-            ("guidance", self.guidance.to_string()),
-            ("scheduler", scheduler.name().to_string()),
-            (
-                "precision",
-                format!("{:?}", pipeline.unet.dtype()).to_lowercase(),
-            ),
-            ("model", self.model.display().to_string()),
-            (
-                "software",
-                format!("magicnaming {}", env!("CARGO_PKG_VERSION")),
-            ),
-        ];
+        // The text chunks the library writes, with the model and the name as given.
+        out.set_text("model", self.model.display().to_string());
         if let Some(p) = &self.name {
-            text.push(("name", p.display().to_string()));
+            out.set_text("name", p.display().to_string());
         }
-        save_png(&self.out, out.image, &text)?;
+        out.save_png(&self.out)?;
         log::info!("wrote {}", self.out.display());
         Ok(())
     }

@@ -5,7 +5,7 @@ use anyhow::Result;
 use burn::tensor::backend::Backend;
 use clap::Args;
 use magicnaming_models::clip::tower::ClipVisionTower;
-use magicnaming_models::name_encoder::NameEncoder;
+use magicnaming_models::name_encoder::{BatchOptions, NameEncoder, OnBadImage, Reduce};
 
 use crate::device::Job;
 
@@ -57,7 +57,16 @@ pub struct FromImageArgs {
 impl Job for FromImageArgs {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let encoder = NameEncoder::<B>::load(&self.encoder, &device)?;
-        let prediction = encoder.predict_batch(&self.image, true, self.skip_bad)?;
+        let on_bad_image = if self.skip_bad {
+            OnBadImage::Skip
+        } else {
+            OnBadImage::Fail
+        };
+        let options = BatchOptions {
+            reduce: Reduce::Average,
+            on_bad_image,
+        };
+        let prediction = encoder.predict_batch(&self.image, &options)?;
         for s in &prediction.skipped {
             log::warn!("skipped {}: {}", s.path.display(), s.reason);
         }

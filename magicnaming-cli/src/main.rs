@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use device::{dispatch, parse_devices, DeviceArg};
+use device::{dispatch, parse_devices, DeviceSpec};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -89,10 +89,10 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let device: Vec<DeviceArg> = if cli.device.is_empty() {
-        vec![DeviceArg::default()]
+    let device: Vec<DeviceSpec> = if cli.device.is_empty() {
+        vec![DeviceSpec::default()]
     } else {
-        parse_devices(&cli.device).map_err(anyhow::Error::msg)?
+        parse_devices(&cli.device)?
     };
     match cli.command {
         Command::EncodePrompt(args) => dispatch(&device, args),

@@ -191,10 +191,9 @@ fn sigkill_then_rerun_equals_an_uninterrupted_build_which_trains() {
     assert_eq!(config["tower_l"], tower_l.display().to_string());
     let encoder = NameEncoder::<NdArray<f32>>::load(&enc, &Default::default()).unwrap();
     let photo = fixtures().join("vision/images/rgb.jpg");
-    let names = encoder.predict(&[photo], false).unwrap();
-    assert_eq!(names.len(), 1);
-    assert_eq!((names[0].num_tokens(), names[0].dim()), (8, 40));
-    let values: Vec<f32> = names[0].tokens().clone().into_data().iter().collect();
+    let name = encoder.predict_one(photo).unwrap();
+    assert_eq!((name.num_tokens(), name.dim()), (8, 40));
+    let values: Vec<f32> = name.tokens().clone().into_data().iter().collect();
     assert!(values.iter().all(|v| v.is_finite()));
 }
 

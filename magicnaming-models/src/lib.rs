@@ -9,12 +9,10 @@
 #![warn(missing_docs)]
 
 pub mod clip;
-pub mod conv;
 pub mod error;
-pub mod kernels;
+pub mod json;
 pub mod name_encoder;
-pub mod norm;
-pub mod precision;
+pub mod nn;
 pub mod schedulers;
 pub mod sdxl;
 pub mod train;
@@ -24,3 +22,7 @@ pub mod weights;
 
 pub use error::{ModelError, Result};
 pub use magicnaming_core as core;
+pub use weights::Precision;
+
+#[cfg(test)]
+mod layering;

@@ -202,10 +202,20 @@ fn jsonl_and_csv_build_the_same_exact_dataset() {
     assert_eq!(val, 2, "round(7 * 0.3) people held out");
 
     // Skipped images: listed with a reason, the build went on.
-    let skipped: BTreeSet<&str> = a.index.skipped.iter().map(|s| s.path.as_str()).collect();
+    let skipped: BTreeSet<&str> = a
+        .index
+        .skipped
+        .iter()
+        .map(|s| s.path.to_str().unwrap())
+        .collect();
     assert_eq!(skipped, BAD.into_iter().collect());
     let reason = |p: &str| {
-        let s = a.index.skipped.iter().find(|s| s.path == p).unwrap();
+        let s = a
+            .index
+            .skipped
+            .iter()
+            .find(|s| s.path == std::path::Path::new(p))
+            .unwrap();
         s.reason.clone()
     };
     assert!(reason("photos/missing.png").contains("cannot open"));

@@ -11,7 +11,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::PaddingConfig2d;
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Tensor, TensorData};
-use magicnaming_models::precision::cast_module;
+use magicnaming_models::nn::precision::cast_module;
 use magicnaming_models::{conv, kernels};
 
 mod kernels_common;

@@ -14,9 +14,9 @@ use burn::nn::{GroupNorm, GroupNormConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, FloatDType, Tensor, TensorData};
-use magicnaming_models::kernels;
-use magicnaming_models::norm::{group_norm, group_norm_silu};
-use magicnaming_models::precision::cast_module;
+use magicnaming_models::nn::kernels;
+use magicnaming_models::nn::norm::{group_norm, group_norm_silu};
+use magicnaming_models::nn::precision::cast_module;
 
 mod kernels_common;
 use kernels_common::{lock, max_excess, noise, round_f16, values, Fused, Plain};

@@ -6,8 +6,8 @@ use burn::module::Param;
 use burn::nn::{GroupNorm, GroupNormConfig, LayerNormConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Distribution, FloatDType, Tensor};
-use magicnaming_models::norm::{group_norm, layer_norm};
-use magicnaming_models::precision::cast_module;
+use magicnaming_models::nn::norm::{group_norm, layer_norm};
+use magicnaming_models::nn::precision::cast_module;
 
 mod common;
 use common::{max_abs_diff, B};

@@ -36,7 +36,7 @@ fn options(r: &Reference) -> GenerateOptions<B> {
 fn check(pipe: &SdxlPipeline<B>, o: &GenerateOptions<B>, r: &Reference, case: &str) {
     let mut steps = 0;
     let out = pipe
-        .generate(o, &mut |done, total| {
+        .generate_with_progress(o, |done, total| {
             assert_eq!(total, 5);
             steps = done;
         })
@@ -121,7 +121,7 @@ fn bad_requests_are_refused_before_any_work() {
         let e = pipe.check(&o).unwrap_err().to_string();
         assert!(e.contains(needle), "expected {needle:?} in {e}");
         assert!(pipe
-            .generate(&o, &mut |_, _| panic!("no step may run"))
+            .generate_with_progress(&o, |_, _| panic!("no step may run"))
             .is_err());
     };
     refuse(&|o| o.width = 60, "multiples of 8");
@@ -146,14 +146,14 @@ fn seeded_generation_is_reproducible() {
     let mut o = GenerateOptions::<B>::new("a cat");
     (o.width, o.height, o.steps, o.seed) = (32, 32, 2, 7);
     let a = pipe
-        .generate(&o, &mut |_, _| {})
+        .generate(&o)
         .unwrap()
         .latents
         .into_data()
         .to_vec::<f32>()
         .unwrap();
     let b = pipe
-        .generate(&o, &mut |_, _| {})
+        .generate(&o)
         .unwrap()
         .latents
         .into_data()
@@ -162,7 +162,7 @@ fn seeded_generation_is_reproducible() {
     assert_eq!(a, b, "same seed, same latents");
     o.seed = 8;
     let c = pipe
-        .generate(&o, &mut |_, _| {})
+        .generate(&o)
         .unwrap()
         .latents
         .into_data()

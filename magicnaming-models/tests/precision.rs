@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
 use burn::tensor::{DType, Tensor, TensorData};
-use magicnaming_models::precision::Precision;
 use magicnaming_models::sdxl::{GenerateOptions, SdxlPipeline, SdxlSource, SdxlTextEncoders};
+use magicnaming_models::Precision;
 
 mod common;
 use common::{max_abs_diff, Reference, B};
@@ -92,7 +92,7 @@ fn f16_pipeline_stays_near_diffusers_f32() {
         TensorData::new(v.clone(), s.clone()),
         &device,
     ));
-    let out = pipe.generate(&o, &mut |_, _| {}).unwrap();
+    let out = pipe.generate(&o).unwrap();
     assert_eq!(out.latents.dtype(), DType::F32, "latents stay f32");
     let got = out.latents.into_data().to_vec::<f32>().unwrap();
     let (want, _) = r.get("final_latents.euler");

@@ -8,10 +8,10 @@ use burn::module::AutodiffModule;
 use burn::optim::AdamWConfig;
 use magicnaming_core::{HeadActivation, NameHeadConfig};
 use magicnaming_models::name_encoder::load_head;
+use magicnaming_models::name_encoder::save_head;
 use magicnaming_models::train::dataset::{write_safetensors, DatasetIndex};
-use magicnaming_models::train::export::save_head;
 use magicnaming_models::train::synthetic::synthetic_dataset;
-use magicnaming_models::train::trainer::train_step;
+use magicnaming_models::train::train_step;
 use magicnaming_models::train::{evaluate, train, Dataset, Identity, Split, TrainConfig};
 
 type B = NdArray<f32>;
@@ -180,7 +180,7 @@ fn run_defaults(
 ) -> (
     Dataset,
     f64,
-    Vec<magicnaming_models::train::trainer::MetricsLine>,
+    Vec<magicnaming_models::train::MetricsLine>,
     tempfile::TempDir,
 ) {
     let dir = tempfile::tempdir().unwrap();
@@ -194,7 +194,7 @@ fn run_defaults(
     };
     // The untrained head, with the same seeded initialisation as the run.
     <A as burn::tensor::backend::Backend>::seed(&device, config.seed);
-    let untrained = magicnaming_models::train::trainer::head_config(&config, &ds)
+    let untrained = magicnaming_models::train::head_config(&config, &ds)
         .init::<A>(&device)
         .unwrap();
     let before = evaluate(&untrained.valid(), &ds, &device).val_loss.unwrap();

@@ -302,7 +302,7 @@ fn sdxl_base_preset_has_diffusers_parameters_and_ldm_mapping() {
         .iter()
         .map(|(k, s)| (k.clone(), s.clone()))
         .collect();
-    let mapped = weights::unet::diffusers(&entries);
+    let mapped = magicnaming_models::unet::remap::diffusers(&entries);
     assert!(mapped.iter().all(|m| m.target == m.source));
 
     // LDM remap of the real SDXL key set: a bijection onto the diffusers keys.
@@ -310,7 +310,7 @@ fn sdxl_base_preset_has_diffusers_parameters_and_ldm_mapping() {
         .into_iter()
         .map(|(k, s)| (format!("model.diffusion_model.{k}"), s))
         .collect();
-    let mapped = weights::unet::ldm(&ldm, "model.diffusion_model.", &config);
+    let mapped = magicnaming_models::unet::remap::ldm(&ldm, "model.diffusion_model.", &config);
     assert_eq!(mapped.len(), ldm.len());
     let targets: BTreeSet<&str> = mapped.iter().map(|m| m.target.as_str()).collect();
     let expected: BTreeSet<&str> = diffusers.keys().map(String::as_str).collect();

@@ -216,7 +216,7 @@ fn sdxl_base_preset_has_diffusers_parameters_and_ldm_mapping() {
     assert!(ldm
         .iter()
         .any(|(k, s)| k.ends_with("mid.attn_1.q.weight") && s.len() == 4));
-    let mapped = weights::vae::ldm(&ldm, "first_stage_model.", &config);
+    let mapped = magicnaming_models::vae::remap::ldm(&ldm, "first_stage_model.", &config);
     assert_eq!(mapped.len(), ldm.len());
     let targets: BTreeSet<&str> = mapped.iter().map(|m| m.target.as_str()).collect();
     let expected: BTreeSet<&str> = diffusers.keys().map(String::as_str).collect();

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Tensor;
 use magicnaming_models::clip::image_transforms::{resize, Resample, Rgb8};
 use magicnaming_models::clip::image_utils::load_image;
+use magicnaming_models::clip::remap_vision::VisionLayout;
 use magicnaming_models::clip::tower::ClipVisionTower;
-use magicnaming_models::name_encoder::NameEncoder;
-use magicnaming_models::weights::clip_vision::VisionLayout;
+use magicnaming_models::name_encoder::{BatchOptions, NameEncoder, OnBadImage, Reduce};
 use magicnaming_models::ModelError;
 
 mod common;
@@ -294,7 +294,10 @@ fn name_encoder_matches_torch_head() {
             .unwrap();
         assert_close(&format!("embeds {n}"), row, &(want, vec![1, 32]), TOL);
     }
-    let names = enc.predict(&images, false).unwrap();
+    let names = enc
+        .predict_batch(&images, &BatchOptions::default())
+        .unwrap()
+        .names;
     assert_eq!(names.len(), images.len());
     let mut worst = 0f32;
     for (name, n) in names.iter().zip(r.json::<Vec<String>>("name_images")) {
@@ -312,7 +315,13 @@ fn name_encoder_matches_torch_head() {
         .iter()
         .map(|n| image(n))
         .collect();
-    let avg = enc.predict(&avg_set, true).unwrap();
+    let avg = enc
+        .predict_batch(
+            &avg_set,
+            &BatchOptions::default().with_reduce(Reduce::Average),
+        )
+        .unwrap()
+        .names;
     assert_eq!(avg.len(), 1);
     assert!(
         avg[0].source().starts_with("mean of 3 images"),
@@ -351,7 +360,12 @@ fn bad_images_are_skipped_and_named_when_asked() {
     let mut images = vec![image("alpha.png")];
     images.extend(bad.iter().map(|b| image(b)));
     images.push(image("big.png"));
-    let p = enc.predict_batch(&images, false, true).unwrap();
+    let p = enc
+        .predict_batch(
+            &images,
+            &BatchOptions::default().with_on_bad_image(OnBadImage::Skip),
+        )
+        .unwrap();
     assert_eq!(p.used, vec![image("alpha.png"), image("big.png")]);
     assert_eq!(
         p.skipped.iter().map(|s| s.path.clone()).collect::<Vec<_>>(),
@@ -382,20 +396,23 @@ fn bad_images_are_skipped_and_named_when_asked() {
         TOL,
     );
     // Averaging over the readable ones only.
-    let avg = enc.predict_batch(&images, true, true).unwrap();
+    let avg = enc.predict_batch(&images, &average_skipping()).unwrap();
     assert_eq!(
         (avg.names.len(), avg.used.len(), avg.skipped.len()),
         (1, 2, 4)
     );
     // Without skipping: the first bad file is the error.
-    match enc.predict(&images, false).unwrap_err() {
+    match enc
+        .predict_batch(&images, &BatchOptions::default())
+        .unwrap_err()
+    {
         ModelError::Image { path, .. } => assert_eq!(path, image("truncated.jpg")),
         e => panic!("expected an image error, got {e}"),
     }
     // Nothing readable: an error even when skipping.
     let only_bad: Vec<PathBuf> = bad.iter().map(|b| image(b)).collect();
     let e = enc
-        .predict_batch(&only_bad, true, true)
+        .predict_batch(&only_bad, &average_skipping())
         .unwrap_err()
         .to_string();
     assert!(e.contains("none of the 4 images"), "{e}");
@@ -556,7 +573,10 @@ fn encoder_with_embedded_tower_config_and_absolute_paths() {
         "num_tokens": 8, "token_dim": 16, "image_embed_dims": [12, 20]});
     std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
     let enc = NameEncoder::<B>::load(dir.path(), &Default::default()).unwrap();
-    let names = enc.predict(&[image("rgb.bmp")], false).unwrap();
+    let names = enc
+        .predict_batch(&[image("rgb.bmp")], &BatchOptions::default())
+        .unwrap()
+        .names;
     assert_close(
         "embedded-config name",
         names[0].tokens().clone(),
@@ -600,7 +620,10 @@ fn encoder_save_and_reload_round_trip() {
     }
     // Tower paths were made absolute, so the copy loads from elsewhere.
     let again = NameEncoder::<B>::load(&out, &Default::default()).unwrap();
-    let names = again.predict(&[image("gray.png")], false).unwrap();
+    let names = again
+        .predict_batch(&[image("gray.png")], &BatchOptions::default())
+        .unwrap()
+        .names;
     assert_close(
         "reloaded name",
         names[0].tokens().clone(),
@@ -709,5 +732,12 @@ fn image_embedding_file_holds_both_tensors() {
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         assert!(d <= tol, "saved {k}: max abs diff {d}");
+    }
+}
+
+fn average_skipping() -> BatchOptions {
+    BatchOptions {
+        reduce: Reduce::Average,
+        on_bad_image: OnBadImage::Skip,
     }
 }

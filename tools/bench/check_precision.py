@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
-"""Issue 4/7's precision check: `magicnaming generate` on the tiny SDXL fixture (48 x 64,
+"""Precision check: `magicnaming generate` on the tiny SDXL fixture (48 x 64,
 5 Euler steps, guidance 5, diffusers' initial latents) on the CPU in f32 and on a GPU
 backend in f32 and f16, against diffusers' f32 final latents
 (tests/fixtures/pipeline/reference.safetensors, case `euler`).
 
     python3 tools/bench/check_precision.py BIN [--device cuda:0] [--out DIR]
 
-Writes DIR/precision.json and DIR/precision.md (a table for the README) and exits 1 when
+Writes DIR/precision.json and DIR/precision.md (a Markdown table) and exits 1 when
 a run fails its bound. Pure Python (no numpy/torch): it runs where the binary runs.
 
 Bounds (why these numbers):
-- f32 on any backend: 1e-3 absolute, the pipeline parity bound of issue 4 (CPU measures
+- f32 on any backend: 1e-3 absolute, the pipeline parity bound of the CPU tests (CPU measures
   2.5e-5..6.1e-5); another summation order (GPU kernels, TF32 is off in burn) stays far
   below it.
 - f16: 1% of the largest |latent|: f16 rounds every activation to 11 significant bits
@@ -55,7 +55,7 @@ def write_st(path, name, values, shape):
 
 def write(out, rows, got, scale):
     """Rewrites precision.json / precision.md from the runs so far (after every run: a
-    device call cut off by its time limit still returns the finished rows)."""
+    run cut off by its time limit still leaves the finished rows)."""
     cpu = got.get(("cpu", "f32"))
     for row in rows:
         v = got.get((row["device"], row["precision"]))

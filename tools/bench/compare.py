@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Prints the README's benchmark table from `magicnaming bench --json` and
+"""Prints the benchmark table of docs/BENCHMARKS.md from `magicnaming bench --json` and
 `bench_diffusers.py --json` outputs of the same run.
 
     python3 tools/bench/compare.py OURS.json DIFFUSERS.json [MORE_OURS.json MORE_DIFFUSERS.json ...]
         [--command "bash tools/bench/run_gpu.sh"] [--peaks PEAKS.json]
 
 Files come in pairs (ours, diffusers); rows are paired by component name. The ratio is
-ours / diffusers of the medians: below 1 means ours is faster (issue 7's goal on a GPU:
+ours / diffusers of the medians: below 1 means ours is faster (the target on a GPU:
 at most 0.8 for the whole image). --peaks adds peak-device-memory rows from the JSON
 that run_gpu.sh writes ({"label": {"ours": bytes, "diffusers": bytes}, ...}).
 Standard library only.

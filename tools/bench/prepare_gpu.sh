@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Prepares, on this (CPU) machine, what tools/bench/run_gpu.sh needs on a lent GPU
-# machine, which can reach no package registry and builds nothing:
+# Prepares, on a build machine (no GPU needed), what tools/bench/run_gpu.sh needs on a GPU
+# machine that has no network access and builds nothing (docs/BENCHMARKS.md):
 #   .bench/magicnaming.xz  the CLI built with `--features cuda` (x86-64; CUDA 13.0
-#                        bindings: the lent machines' driver 580 / nvcc 13.0), stripped and
-#                        xz-compressed (50 MB -> about 10: the call carries 64 MiB in all,
-#                        the repository's tracked files about 38 of them)
-#   .whl/                wheels the GPU image lacks: diffusers, open_clip_torch and the
-#                        needs the image does not have (KINDS.md lists its packages)
-# Both folders are added to .git/info/exclude; carry them with the call:
-#   run(command="bash tools/bench/run_gpu.sh", carry=[".bench", ".whl"], timeout_s=480)
+#                        bindings, for driver 580 / CUDA 13.0), stripped and xz-compressed
+#                        (50 MB -> about 10: the last line printed is the size to copy,
+#                        against a 64 MiB limit)
+#   .whl/                wheels a PyTorch image typically lacks: diffusers, open_clip_torch
+#                        and their dependencies beyond torch, transformers, timm, safetensors
+# Both folders are added to .git/info/exclude; copy them to the GPU machine with the
+# repository and run `bash tools/bench/run_gpu.sh` there.
 #
 #   bash tools/bench/prepare_gpu.sh [--no-build]
 set -euo pipefail

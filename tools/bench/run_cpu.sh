@@ -1,22 +1,21 @@
 #!/usr/bin/env bash
-# Issue 7's CPU comparison: `magicnaming bench` (ndarray backend, release, f32) against
+# CPU comparison: `magicnaming bench` (ndarray backend, release, f32) against
 # diffusers / transformers / open_clip on PyTorch CPU (f32), same shapes, random weights,
-# one after the other in one run, then the README table (tools/bench/compare.py).
+# one after the other in one run, then the table of docs/BENCHMARKS.md (tools/bench/compare.py).
 #
 #   bash tools/bench/run_cpu.sh [sdxl|towers|all] [OUTDIR]
 #
-# The sizes are the CPU-feasible ones of README.md's "Benchmarks" section (SDXL-size
-# models need about 14 GiB of RAM for the whole-image row; the ViT-bigG tower about 8).
-# `sdxl` and `towers` run half each (each half stays under about 10 minutes on 2 shared
-# cores); `all` (default) runs both. Needs a release build (`cargo build --release -p
-# magicnaming-cli`) and the reference venv ($PYTHON, default /work/pyref/bin/python).
+# The sizes are the CPU-feasible ones of docs/BENCHMARKS.md (SDXL-size models need about
+# 14 GiB of RAM for the whole-image row; the ViT-bigG tower about 8). `sdxl` and `towers`
+# run half each (each half takes under about 10 minutes on 2 cores); `all` (default) runs both. Needs a release build (`cargo build --release -p
+# magicnaming-cli`) and the reference venv ($PYTHON, default .venv/bin/python).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 part=${1:-all}
 out=${2:-target/bench-cpu}
 mkdir -p "$out"
 BIN=${MAGICNAMING_BIN:-target/release/magicnaming}
-PY=${PYTHON:-/work/pyref/bin/python}
+PY=${PYTHON:-.venv/bin/python}
 SDXL=(--components text,unet,vae,image --resolution 128 --steps 2 --warmup 1 --iters 3 --image-iters 2)
 TOWERS=(--components towers --tower-batch 4 --warmup 1 --iters 2)
 export RUST_LOG=${RUST_LOG:-warn}

@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# Issue 7's GPU comparison: the ONE script a session with a lent H100/H200 runs. It builds
+# GPU comparison, in one script run on the GPU machine (an H100/H200 class card). It builds
 # nothing. Same card, same run: diffusers (fp16, SDPA, eager) first, then `magicnaming
-# bench` (cuda backend, f16), then the README table (tools/bench/compare.py).
+# bench` (cuda backend, f16), then the table (tools/bench/compare.py).
 #
-# Expects, carried with the call (README.md "Benchmarks" says how to make them):
+# Expects, copied with the repository (docs/BENCHMARKS.md says how to make them):
 #   .bench/magicnaming.xz         x86-64 binary built with `--features cuda`, xz-compressed
 #   .whl/*.whl                    diffusers, open_clip_torch and the needs the image lacks
 #   .bench/cubecl-cache.tar.gz    optional: burn's autotune + PTX cache of an earlier run
 # and writes to $OUT (default target/bench-gpu): table.md (also printed last),
-# precision.md/.json, results.tar.gz (every JSON, log and memory trace) and cubecl-cache.tar.gz (carry it as
+# precision.md/.json, results.tar.gz (every JSON, log and memory trace) and cubecl-cache.tar.gz (copy it as
 # .bench/cubecl-cache.tar.gz next time: autotune then costs nothing).
 #
 # Every process runs under its own time limit (seconds, env overridable) and writes its
 # JSON after each component, so a slow one still leaves the rows it finished; the
-# default limits add up to 510 s (a device call may run 600). Sizes: env RES (1024), STEPS (30), TOWER_BATCH (64),
+# default limits add up to 510 s. Sizes: env RES (1024), STEPS (30), TOWER_BATCH (64),
 # T_* limits in seconds (0 skips that process; T_PRECISION 100 for the precision check
 # first, T_PRECISION_RUN 30 for each of its three runs; T_OURS_UNET_NOK 0: the UNet step
 # without our kernels),
@@ -45,7 +45,7 @@ T_DIFF_SDXL=${T_DIFF_SDXL:-100} T_DIFF_TOWERS=${T_DIFF_TOWERS:-40}
 T_OURS_UNET=${T_OURS_UNET:-80} T_OURS_VAE=${T_OURS_VAE:-40}
 T_OURS_IMAGE=${T_OURS_IMAGE:-80} T_OURS_TOWERS=${T_OURS_TOWERS:-40}
 T_PRECISION=${T_PRECISION:-100} T_PRECISION_RUN=${T_PRECISION_RUN:-30} T_OURS_NORMS=${T_OURS_NORMS:-30}
-# Off by default (the limits above fill a call): the UNet step again with `--no-kernels`,
+# Off by default (the limits above already add up to 510 s): the UNet step again with `--no-kernels`,
 # burn's ops in place of ours, to measure what our kernels change.
 T_OURS_UNET_NOK=${T_OURS_UNET_NOK:-0}
 COMMON=(--resolution "$RES" --steps "$STEPS" --tower-batch "$TOWER_BATCH"
@@ -65,7 +65,7 @@ if [[ $T_DIFF_SDXL -gt 0 || $T_DIFF_TOWERS -gt 0 ]]; then
       --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
   fi
   "$PY" -c "import torch, diffusers, transformers, open_clip; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'open_clip', open_clip.__version__)" \
-    || { echo "the Python stack is incomplete (carry .whl, see README.md)"; exit 2; }
+    || { echo "the Python stack is incomplete (carry .whl, see docs/BENCHMARKS.md)"; exit 2; }
 fi
 
 # burn/cubecl read cubecl.toml from the working directory (or above): persist autotune
@@ -75,8 +75,8 @@ mkdir -p "$CACHE"
 if [[ -f .bench/cubecl-cache.tar.gz ]]; then tar -xzf .bench/cubecl-cache.tar.gz -C "$CACHE"; fi
 printf '[autotune]\ncache = { file = "%s" }\n\n[compilation]\ncache = { file = "%s" }\n' "$CACHE" "$CACHE" > "$WORK/cubecl.toml"
 
-# $OUT/results.tar.gz is rewritten after every process (a device call returns at most 8
-# files), so what finished comes back even if the call is cut off.
+# $OUT/results.tar.gz is rewritten after every process (one archive instead of many
+# files), so what finished is kept even if the run is cut off.
 pack() { tar -czf "$OUTDIR/results.tar.gz" -C "$WORK" results cubecl.toml; }
 
 # NAME LIMIT CMD...: runs CMD in $WORK under a time limit while sampling the GPU's used
@@ -98,7 +98,7 @@ run() {
   if [[ $rc -ne 0 ]]; then echo "!! $name exited with $rc (124/137: time limit)"; tail -n 5 "$RES_DIR/$name.log"; fi
 }
 
-# Precision first (issue 4/7): the tiny SDXL fixture on the CPU in f32 and on the GPU in
+# Precision first: the tiny SDXL fixture on the CPU in f32 and on the GPU in
 # f32 and f16 against diffusers' f32 final latents (tools/bench/check_precision.py).
 if [[ $T_PRECISION -gt 0 ]]; then
   say "precision (limit ${T_PRECISION}s)"
@@ -140,9 +140,9 @@ else
   echo "no pair of reports to compare: see results.tar.gz" > "$OUTDIR/table.md"
 fi
 pack
-# Autotune results and compiled PTX (~110 MB, ~10 MB compressed): carried back as
-# .bench/cubecl-cache.tar.gz, it spares the next call the JIT compilation that took
-# 10-30 s per kernel shape here (2026-11-26, H200).
+# Autotune results and compiled PTX (~110 MB, ~10 MB compressed): copied back as
+# .bench/cubecl-cache.tar.gz, it spares the next run the JIT compilation of every kernel
+# shape already seen (8-30 s each on an H200, docs/BENCHMARKS.md).
 tar -czf "$OUTDIR/cubecl-cache.tar.gz" -C "$CACHE" .
 ls -la "$OUTDIR"
 cat "$OUTDIR/table.md"

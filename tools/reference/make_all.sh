@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates every reference fixture under tests/fixtures/, in dependency order.
-#   PYTHON=/work/pyref/bin/python tools/reference/make_all.sh
+#   PYTHON=.venv/bin/python tools/reference/make_all.sh
 # (PYTHON: the venv of tools/reference/requirements.txt; default python3.) Every script is
 # deterministic, so a rerun leaves `git status` clean.
 set -euo pipefail

@@ -3,7 +3,7 @@ two drawn "face photos" and a name encoder whose towers are the tiny vision fixt
 whose head (random, seeded) maps their 12 + 20 image dims to names of 8 x 40 (the tiny
 SDXL's prompt width). Nothing here is a trained model.
 
-Run from the repository root: /work/pyref/bin/python tools/reference/make_demo_assets.py
+Run from the repository root: .venv/bin/python tools/reference/make_demo_assets.py
 """
 import json
 import os

@@ -1,8 +1,8 @@
-"""Reference for the name-head training step (issue 6): two AdamW steps of PyTorch on a
+"""Reference for the name-head training step: two AdamW steps of PyTorch on a
 small NameHead (3 Linear + exact GELU), with MSE loss and global-norm gradient clipping,
 written to tests/fixtures/train/adamw_steps.safetensors.
 
-Run from the repository root: /work/pyref/bin/python tools/reference/make_train_fixtures.py
+Run from the repository root: .venv/bin/python tools/reference/make_train_fixtures.py
 """
 import json
 import os

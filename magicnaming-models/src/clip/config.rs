@@ -6,6 +6,7 @@ use std::path::Path;
 use burn::config::Config;
 use serde_json::{json, Map, Value};
 
+use crate::json::read_json;
 use crate::ModelError;
 
 /// Activation of the CLIP MLPs, as transformers names it in `hidden_act`.
@@ -98,13 +99,6 @@ fn vision_defaults() -> Value {
         "num_hidden_layers": 12, "num_attention_heads": 12, "num_channels": 3,
         "image_size": 224, "patch_size": 32, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5
     })
-}
-
-/// Reads a JSON file into a `Value`, naming the file on failure.
-pub fn read_json(path: &Path) -> crate::Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ModelError::open(path, "a JSON configuration", e))?;
-    serde_json::from_str(&text).map_err(|e| ModelError::config(path, format!("invalid JSON: {e}")))
 }
 
 /// Overlays `file` on `defaults`, keeping only the keys the defaults know, and turns the

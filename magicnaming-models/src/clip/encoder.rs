@@ -11,7 +11,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
 
 use super::config::ClipActivation;
-use crate::norm;
+use crate::nn::norm;
 
 /// Configuration of [`ClipEncoder`].
 #[derive(Config, Debug)]

@@ -14,9 +14,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use serde_json::Value;
 
-use super::config::read_json;
 use super::image_transforms::{resize_and_crop, Resample, Rgb8};
 use super::image_utils::{decode_image, to_rgb8_like_pil};
+use crate::json::read_json;
 use crate::{ModelError, Result};
 
 /// OpenAI CLIP's normalisation mean (transformers' `OPENAI_CLIP_MEAN`).

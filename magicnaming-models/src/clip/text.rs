@@ -8,7 +8,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use super::config::ClipTextConfig;
 use super::encoder::{ClipEncoder, ClipEncoderConfig};
-use crate::norm;
+use crate::nn::norm;
 use crate::{ModelError, Result};
 
 /// Token and position embeddings (`CLIPTextEmbeddings`).

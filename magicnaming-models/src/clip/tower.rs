@@ -1,5 +1,5 @@
 //! A CLIP image tower on disk: weights + architecture + preprocessing, in any of the
-//! layouts `weights::clip_vision` reads.
+//! layouts `super::remap_vision` reads.
 //!
 //! A tower is either
 //! - a **folder**: `config.json` + `model.safetensors` (or `model.fp16.safetensors`) as
@@ -23,13 +23,12 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde_json::Value;
 
-use super::config::{read_json, ClipVisionConfig};
+use super::config::ClipVisionConfig;
 use super::image_processor::{ClipImageProcessor, ClipImageProcessorConfig};
+use super::remap_vision::VisionLayout;
 use super::vision::ClipVisionModel;
-use crate::weights::clip_vision::VisionLayout;
-use crate::weights::clip_vision_arch::{
-    infer_vision_config, is_open_clip_config, vision_config_from_open_clip,
-};
+use super::vision_arch::{infer_vision_config, is_open_clip_config, vision_config_from_open_clip};
+use crate::json::read_json;
 use crate::weights::{load_module, SafetensorsFile};
 use crate::{ModelError, Result};
 

@@ -4,7 +4,7 @@
 //! and OpenCLIP ViT-bigG/14 (1280-d), see [`ClipVisionConfig::vit_l_14`] and
 //! [`ClipVisionConfig::vit_bigg_14`]. open_clip's `VisionTransformer` computes the same
 //! function (`ln_pre` = `pre_layrnorm`, `ln_post` on the class token = `post_layernorm`,
-//! `x @ proj` = `visual_projection`); `weights::clip_vision` maps its keys.
+//! `x @ proj` = `visual_projection`); `super::remap_vision` maps its keys.
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
@@ -15,8 +15,8 @@ use burn::tensor::Tensor;
 
 use super::config::ClipVisionConfig;
 use super::encoder::{ClipEncoder, ClipEncoderConfig};
-use crate::conv::conv2d;
-use crate::{norm, precision};
+use crate::nn::conv::conv2d;
+use crate::nn::{norm, precision};
 use crate::{ModelError, Result};
 
 /// Class token, patch stem and position table (`CLIPVisionEmbeddings`).

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use magicnaming_core::{HeadActivation, NameHeadConfig, DEFAULT_NAME_TOKENS, SDXL_TOKEN_DIM};
 use serde_json::{json, Map, Value};
 
-use crate::clip::config::read_json;
+use crate::json::read_json;
 use crate::{ModelError, Result};
 
 /// Where a tower of an encoder is, as written in `config.json`.

@@ -46,3 +46,15 @@ pub fn head_to_safetensors_bytes<B: Backend>(head: &NameHead<B>) -> Result<Vec<u
     }
     f32_safetensors(&tensors, &[("format", HEAD_FORMAT)]).map_err(ModelError::InvalidInput)
 }
+
+/// Writes a head's weights to `path` (normally `<encoder>/head.safetensors`), atomically
+/// (temporary file, then rename): the one writer of `head.safetensors`.
+///
+/// # Errors
+/// A head without f32 parameters; a file that cannot be written.
+pub fn save_head<B: Backend>(head: &NameHead<B>, path: &Path) -> Result<()> {
+    Ok(magicnaming_core::write_atomic(
+        path,
+        &head_to_safetensors_bytes(head)?,
+    )?)
+}

@@ -7,11 +7,11 @@ use serde_json::{json, Value};
 
 use super::common::{self, BetaParams};
 use super::config::{BetaSchedule, PredictionType, TimestepSpacing};
-use super::{check_index, check_shape, noise_or_draw, Scheduler};
+use super::scheduler::{check_index, check_shape, noise_or_draw, Scheduler, SchedulerKind};
 use crate::ModelError;
 
 /// The diffusers class name.
-pub const CLASS_NAME: &str = "DDIMScheduler";
+pub const CLASS_NAME: &str = SchedulerKind::Ddim.class_name();
 
 /// `DDIMScheduler`'s `__init__` arguments (diffusers names and defaults).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,11 +8,11 @@ use serde_json::{json, Value};
 
 use super::common::{self, BetaParams};
 use super::config::{BetaSchedule, FinalSigmasType, PredictionType, TimestepSpacing};
-use super::{check_index, check_shape, Scheduler};
+use super::scheduler::{check_index, check_shape, Scheduler, SchedulerKind};
 use crate::ModelError;
 
 /// The diffusers class name.
-pub const CLASS_NAME: &str = "DPMSolverMultistepScheduler";
+pub const CLASS_NAME: &str = SchedulerKind::DpmPp2mKarras.class_name();
 
 /// The second-order update rule (`solver_type`; diffusers maps `logrho`, `bh1` and `bh2`
 /// to `midpoint`).

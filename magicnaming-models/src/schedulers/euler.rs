@@ -10,11 +10,11 @@ use super::common::{self, BetaParams};
 use super::config::{
     BetaSchedule, FinalSigmasType, InterpolationType, PredictionType, TimestepSpacing, TimestepType,
 };
-use super::{check_index, check_shape, Scheduler};
+use super::scheduler::{check_index, check_shape, Scheduler, SchedulerKind};
 use crate::ModelError;
 
 /// The diffusers class name.
-pub const CLASS_NAME: &str = "EulerDiscreteScheduler";
+pub const CLASS_NAME: &str = SchedulerKind::Euler.class_name();
 
 /// `EulerDiscreteScheduler`'s `__init__` arguments (diffusers names and defaults).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

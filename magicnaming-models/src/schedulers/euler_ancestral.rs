@@ -9,11 +9,11 @@ use serde_json::{json, Value};
 use super::common::{self, BetaParams};
 use super::config::{BetaSchedule, PredictionType, TimestepSpacing};
 use super::euler::{euler_init_noise_sigma, spaced_timesteps};
-use super::{check_index, check_shape, noise_or_draw, Scheduler};
+use super::scheduler::{check_index, check_shape, noise_or_draw, Scheduler, SchedulerKind};
 use crate::ModelError;
 
 /// The diffusers class name.
-pub const CLASS_NAME: &str = "EulerAncestralDiscreteScheduler";
+pub const CLASS_NAME: &str = SchedulerKind::EulerAncestral.class_name();
 
 /// `EulerAncestralDiscreteScheduler`'s `__init__` arguments (diffusers names and defaults).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

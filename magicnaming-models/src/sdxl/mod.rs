@@ -1,10 +1,13 @@
-//! SDXL: locating a model's files (diffusers folder or single-file checkpoint) and its
-//! text side (prompt encoding with both CLIP text encoders, name text-coding).
+//! SDXL: prompt encoding with both CLIP text encoders (with name prepending and name
+//! text-coding), the generation pipeline and its PNG output.
+pub mod options;
+pub mod output;
 pub mod pipeline;
 pub mod png;
-pub mod source;
 pub mod text_encoders;
 
-pub use pipeline::{GenerateOptions, GenerateOutput, SdxlPipeline};
-pub use source::SdxlSource;
+pub use crate::weights::SdxlSource;
+pub use options::GenerateOptions;
+pub use output::GenerateOutput;
+pub use pipeline::SdxlPipeline;
 pub use text_encoders::{PromptEmbeds, SdxlTextEncoders};

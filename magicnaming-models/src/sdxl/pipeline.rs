@@ -1,85 +1,19 @@
 //! The SDXL text-to-image pipeline with name prepending: diffusers'
-//! `StableDiffusionXLPipeline.__call__`, plus MagicNaming's NP step. It only
+//! `StableDiffusionXLPipeline.__call__`, plus MagicNaming's name prepending
+//! (`docs/METHOD.md`, (c)). It only
 //! orchestrates; every network lives in its own module.
-use crate::precision::Precision;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
-use magicnaming_core::{prepend, NameEmbedding};
+use magicnaming_core::prepend;
 
-use super::source::SdxlSource;
+use super::options::GenerateOptions;
+use super::output::GenerateOutput;
 use super::text_encoders::SdxlTextEncoders;
-use crate::schedulers::{SchedulerConfig, SchedulerKind};
+use crate::schedulers::SchedulerConfig;
 use crate::unet::UNet2DConditionModel;
 use crate::vae::AutoencoderKL;
+use crate::weights::{Precision, SdxlSource};
 use crate::{ModelError, Result};
-
-/// What to generate. Defaults are SDXL base's (30 steps, guidance 5.0, 1024 x 1024,
-/// Euler).
-#[derive(Debug, Clone)]
-pub struct GenerateOptions<B: Backend> {
-    /// The prompt.
-    pub prompt: String,
-    /// The negative prompt; `None` gives zeros when the model says
-    /// `force_zeros_for_empty_prompt` (as diffusers).
-    pub negative_prompt: Option<String>,
-    /// A name to prepend to the prompt embeddings (METHOD.md (c)).
-    pub name: Option<NameEmbedding<B>>,
-    /// Denoising steps.
-    pub steps: usize,
-    /// Classifier-free guidance scale (no guidance at <= 1).
-    pub guidance: f64,
-    /// Image width in pixels.
-    pub width: usize,
-    /// Image height in pixels.
-    pub height: usize,
-    /// Seed of the initial latents and of stochastic schedulers.
-    pub seed: u64,
-    /// Scheduler; `None` uses the model's own.
-    pub scheduler: Option<SchedulerKind>,
-    /// Initial latents `[1, C, H/f, W/f]`, treated like diffusers' `latents=`
-    /// (multiplied by the scheduler's initial noise sigma).
-    pub init_latents: Option<Tensor<B, 4>>,
-    /// Noise for each step of a stochastic scheduler (as diffusers drew it); drawn from
-    /// the seeded generator when `None`.
-    pub step_noise: Option<Vec<Tensor<B, 4>>>,
-    /// SDXL micro-conditioning `(height, width)`; the image size when `None`.
-    pub original_size: Option<(usize, usize)>,
-    /// SDXL micro-conditioning crop top-left `(top, left)`.
-    pub crop_top_left: (usize, usize),
-    /// SDXL micro-conditioning `(height, width)`; the image size when `None`.
-    pub target_size: Option<(usize, usize)>,
-}
-
-impl<B: Backend> GenerateOptions<B> {
-    /// SDXL base's defaults for `prompt`.
-    pub fn new(prompt: impl Into<String>) -> Self {
-        Self {
-            prompt: prompt.into(),
-            negative_prompt: None,
-            name: None,
-            steps: 30,
-            guidance: 5.0,
-            width: 1024,
-            height: 1024,
-            seed: 0,
-            scheduler: None,
-            init_latents: None,
-            step_noise: None,
-            original_size: None,
-            crop_top_left: (0, 0),
-            target_size: None,
-        }
-    }
-}
-
-/// What the pipeline returns.
-#[derive(Debug, Clone)]
-pub struct GenerateOutput<B: Backend> {
-    /// Final latents before the VAE, `[1, C, H/f, W/f]`.
-    pub latents: Tensor<B, 4>,
-    /// Decoded image in `[0, 1]`, `[1, 3, H, W]`.
-    pub image: Tensor<B, 4>,
-}
 
 /// SDXL: text encoders, UNet, VAE and the scheduler configuration.
 #[derive(Debug)]
@@ -92,6 +26,8 @@ pub struct SdxlPipeline<B: Backend> {
     pub vae: AutoencoderKL<B>,
     /// `scheduler/scheduler_config.json` (SDXL base's for a single file without one).
     pub scheduler_config: SchedulerConfig,
+    /// Where the model was loaded from.
+    pub source: SdxlSource,
 }
 
 impl<B: Backend> SdxlPipeline<B> {
@@ -122,6 +58,7 @@ impl<B: Backend> SdxlPipeline<B> {
             unet: UNet2DConditionModel::load_as(source, device, precision)?,
             vae: AutoencoderKL::load_as(source, device, precision)?,
             scheduler_config,
+            source: source.clone(),
         };
         let (unet_d, text_d) = (
             pipeline.unet.config().cross_attention_dim[0],
@@ -202,11 +139,27 @@ impl<B: Backend> SdxlPipeline<B> {
         ]
     }
 
-    /// Runs the pipeline; `progress(done, total)` is called after each step.
-    pub fn generate(
+    /// Runs the pipeline.
+    ///
+    /// # Shapes
+    /// - output: `image` `[1, 3, height, width]` in `[0, 1]`, `latents` `[1, C, height / f,
+    ///   width / f]` (`f` = [`Self::vae_scale_factor`])
+    ///
+    /// # Errors
+    /// Options that [`Self::check`] refuses (before any work); a scheduler that cannot be
+    /// built; non-finite values.
+    pub fn generate(&self, options: &GenerateOptions<B>) -> Result<GenerateOutput<B>> {
+        self.generate_with_progress(options, |_, _| {})
+    }
+
+    /// [`Self::generate`], calling `progress(done, total)` after each denoising step.
+    ///
+    /// # Errors
+    /// As [`Self::generate`].
+    pub fn generate_with_progress(
         &self,
         options: &GenerateOptions<B>,
-        progress: &mut dyn FnMut(usize, usize),
+        mut progress: impl FnMut(usize, usize),
     ) -> Result<GenerateOutput<B>> {
         self.check(options)?;
         let device = self.text.text_encoder.final_layer_norm.gamma.device();
@@ -290,6 +243,42 @@ impl<B: Backend> SdxlPipeline<B> {
         // 7. Decode.
         let image = self.vae.decode(self.vae.unscale_latents(latents.clone()))?;
         let image = (image.mul_scalar(0.5).add_scalar(0.5)).clamp(0.0, 1.0);
-        Ok(GenerateOutput { latents, image })
+        Ok(GenerateOutput {
+            latents,
+            image,
+            text: self.settings(options),
+        })
+    }
+
+    /// The settings of a run as PNG text chunks (see [`GenerateOutput::text`]).
+    pub fn settings(&self, options: &GenerateOptions<B>) -> Vec<(String, String)> {
+        let scheduler = match options.scheduler.or(self.scheduler_config.native_kind()) {
+            Some(kind) => kind.name().to_string(),
+            None => self.scheduler_config.class_name().unwrap_or("").to_string(),
+        };
+        let mut text = vec![
+            ("prompt", options.prompt.clone()),
+            (
+                "negative_prompt",
+                options.negative_prompt.clone().unwrap_or_default(),
+            ),
+            ("seed", options.seed.to_string()),
+            ("steps", options.steps.to_string()),
+            ("guidance", options.guidance.to_string()),
+            ("scheduler", scheduler),
+            (
+                "precision",
+                format!("{:?}", self.unet.dtype()).to_lowercase(),
+            ),
+            ("model", self.source.display_path().display().to_string()),
+            (
+                "software",
+                format!("magicnaming {}", env!("CARGO_PKG_VERSION")),
+            ),
+        ];
+        if let Some(name) = &options.name {
+            text.push(("name", name.source().to_string()));
+        }
+        text.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
 }

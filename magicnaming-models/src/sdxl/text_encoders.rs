@@ -5,12 +5,12 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 use magicnaming_core::{NameEmbedding, DEFAULT_NAME_TOKENS};
 
-use super::source::SdxlSource;
 use crate::clip::config::ClipTextConfig;
+use crate::clip::remap_text;
 use crate::clip::text::ClipTextModel;
 use crate::clip::tokenizer::ClipTokenizer;
-use crate::precision::{cast, Precision};
-use crate::weights::{clip_text, load_module_auto, SafetensorsFile};
+use crate::nn::precision::cast;
+use crate::weights::{load_module_auto, Precision, SafetensorsFile, SdxlSource};
 use crate::{ModelError, Result};
 
 /// Single-file key prefix of text encoder 1 (transformers layout).
@@ -110,7 +110,7 @@ impl<B: Backend> SdxlTextEncoders<B> {
                 load_module_auto(
                     &mut text_encoder,
                     &f1,
-                    clip_text::hf_text(&f1, ""),
+                    remap_text::hf_text(&f1, ""),
                     "text_encoder",
                     precision,
                     device,
@@ -123,7 +123,7 @@ impl<B: Backend> SdxlTextEncoders<B> {
                 load_module_auto(
                     &mut text_encoder_2,
                     &f2,
-                    clip_text::hf_text(&f2, ""),
+                    remap_text::hf_text(&f2, ""),
                     "text_encoder_2",
                     precision,
                     device,
@@ -145,7 +145,7 @@ impl<B: Backend> SdxlTextEncoders<B> {
                 load_module_auto(
                     &mut text_encoder,
                     &f,
-                    clip_text::hf_text(&f, SINGLE_FILE_TE1_PREFIX),
+                    remap_text::hf_text(&f, SINGLE_FILE_TE1_PREFIX),
                     "text encoder 1",
                     precision,
                     device,
@@ -153,7 +153,7 @@ impl<B: Backend> SdxlTextEncoders<B> {
                 load_module_auto(
                     &mut text_encoder_2,
                     &f,
-                    clip_text::open_clip_text(&f, SINGLE_FILE_TE2_PREFIX),
+                    remap_text::open_clip_text(&f, SINGLE_FILE_TE2_PREFIX),
                     "text encoder 2",
                     precision,
                     device,

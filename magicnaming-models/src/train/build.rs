@@ -1,6 +1,6 @@
 //! Building a dataset folder ([`super::dataset`]) from a manifest of photos and names
 //! ([`super::manifest`]): each person's name is text-coded once by SDXL's text encoders
-//! (METHOD.md (a)), each photo embedded by both CLIP image towers (L ++ G), and the people
+//! (`docs/METHOD.md`, (a)), each photo embedded by both CLIP image towers (L ++ G), and the people
 //! split into training and held-out identities.
 //!
 //! The build is resumable: embedding shards are written as they fill, and
@@ -18,16 +18,12 @@ mod state;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
 use serde_json::json;
 
-use super::dataset::{
-    write_safetensors, DatasetIndex, DatasetWriter, Identity, Shard, Skipped, Split,
-};
+use super::dataset::{write_safetensors, DatasetIndex, DatasetWriter, Identity, Shard, Split};
 use super::manifest::{group_names, read_manifest, NameGroups};
-use super::SplitMix64;
-use crate::clip::image_utils::decode_image;
-use crate::clip::tower::ClipVisionTower;
+use super::rng::SplitMix64;
+use crate::name_encoder::{ImageEmbedder, SkippedImage, TowerPixels};
 use crate::sdxl::{SdxlSource, SdxlTextEncoders};
 use crate::{ModelError, Result};
 use state::{
@@ -95,7 +91,7 @@ pub struct BuildReport {
     /// Entries processed, this run and earlier ones.
     pub processed: usize,
     /// Images skipped so far, with the reason.
-    pub skipped: Vec<Skipped>,
+    pub skipped: Vec<SkippedImage>,
     /// People dropped for want of a usable image (complete builds only).
     pub dropped: Vec<String>,
 }
@@ -151,47 +147,6 @@ fn text_code<B: Backend>(
     save_state(out, state)?;
     log::info!("text-coded {g} names ([{k}, {d}] each)");
     Ok((names, d))
-}
-
-type Pixels = (usize, Vec<f32>, Vec<f32>);
-
-/// One image, preprocessed for both towers.
-fn pixels<B: Backend>(
-    l: &ClipVisionTower<B>,
-    g: &ClipVisionTower<B>,
-    path: &Path,
-) -> Result<(Vec<f32>, Vec<f32>)> {
-    let img = decode_image(path)?;
-    let (pl, _) = l.processor.preprocess_decoded(&img, path)?;
-    let pg = if g.processor == l.processor {
-        pl.clone()
-    } else {
-        g.processor.preprocess_decoded(&img, path)?.0
-    };
-    Ok((pl, pg))
-}
-
-/// `[n, P_L + P_G]` embeddings of a batch, row-major.
-fn embed_batch<B: Backend>(
-    l: &ClipVisionTower<B>,
-    g: &ClipVisionTower<B>,
-    batch: &[Pixels],
-    device: &B::Device,
-) -> Result<Vec<f32>> {
-    let n = batch.len();
-    let input = |which: fn(&Pixels) -> &Vec<f32>, s: usize| {
-        let values: Vec<f32> = batch
-            .iter()
-            .flat_map(|b| which(b).iter().copied())
-            .collect();
-        Tensor::<B, 4>::from_data(TensorData::new(values, [n, 3, s, s]), device)
-    };
-    let el = l.embed_pixels(input(|b| &b.1, l.image_size()))?;
-    let eg = g.embed_pixels(input(|b| &b.2, g.image_size()))?;
-    Ok(Tensor::cat(vec![el, eg], 1)
-        .into_data()
-        .iter::<f32>()
-        .collect())
 }
 
 /// Splits `m` people: `round(m * val_fraction)` held out (at least one when
@@ -266,9 +221,8 @@ pub fn build_dataset<B: Backend>(
     };
     let mut state = open_state(out, &inputs, config.shard_rows)?;
     let (names, d) = text_code::<B>(sources, &groups, config, out, &mut state, device)?;
-    let tower_l = ClipVisionTower::<B>::load(&sources.tower_l, device)?;
-    let tower_g = ClipVisionTower::<B>::load(&sources.tower_g, device)?;
-    let embed_dims = vec![tower_l.projection_dim(), tower_g.projection_dim()];
+    let embedder = ImageEmbedder::<B>::load(&sources.tower_l, &sources.tower_g, device)?;
+    let embed_dims = embedder.embed_dims().to_vec();
     let e: usize = embed_dims.iter().sum();
     let image: Vec<&str> = entries.iter().map(|x| x.image.as_str()).collect();
     keep_valid_shards(out, &mut state, &image, e)?;
@@ -317,15 +271,12 @@ pub fn build_dataset<B: Backend>(
                 dropped: Vec::new(),
             });
         }
-        let mut batch: Vec<Pixels> = Vec::with_capacity(config.batch_size);
+        let mut batch: Vec<(usize, TowerPixels)> = Vec::with_capacity(config.batch_size);
         while next < total && batch.len() < config.batch_size {
-            match pixels(&tower_l, &tower_g, &entries[next].path) {
-                Ok((l, g)) => batch.push((next, l, g)),
+            match embedder.preprocess_file(&entries[next].path) {
+                Ok(pixels) => batch.push((next, pixels)),
                 Err(err) => {
-                    let reason = match err {
-                        ModelError::Image { message, .. } => message,
-                        other => other.to_string(),
-                    };
+                    let reason = SkippedImage::new(&entries[next].path, err).reason;
                     log::warn!(
                         "skipping {} (manifest line {}): {reason}",
                         entries[next].image,
@@ -341,8 +292,13 @@ pub fn build_dataset<B: Backend>(
             next += 1;
         }
         if !batch.is_empty() {
-            let embeds = embed_batch(&tower_l, &tower_g, &batch, device)?;
-            for (row, (entry, _, _)) in batch.iter().enumerate() {
+            let pixels: Vec<TowerPixels> = batch.iter().map(|(_, p)| p.clone()).collect();
+            let embeds: Vec<f32> = embedder
+                .embed_pixels(&pixels)?
+                .into_data()
+                .iter::<f32>()
+                .collect();
+            for (row, (entry, _)) in batch.iter().enumerate() {
                 let before = writer.index.shards.len();
                 let group = groups.group_of[*entry];
                 writer.push(&embeds[row * e..(row + 1) * e], group, image[*entry])?;
@@ -363,43 +319,47 @@ pub fn build_dataset<B: Backend>(
     }
     state.skipped = skipped;
     save_state(out, &state)?;
-    finalize(
+    let context = BuildContext {
         sources,
         config,
         out,
-        &manifest.hash,
-        state,
-        &groups,
-        &names,
-        writer,
-        resumed_at,
-    )
+        manifest_hash: &manifest.hash,
+        groups: &groups,
+    };
+    finalize(&context, state, &names, writer, resumed_at)
 }
 
-fn to_skipped(s: &[StateSkip]) -> Vec<Skipped> {
+fn to_skipped(s: &[StateSkip]) -> Vec<SkippedImage> {
     s.iter()
-        .map(|s| Skipped {
-            path: s.path.clone(),
+        .map(|s| SkippedImage {
+            path: PathBuf::from(&s.path),
             reason: s.reason.clone(),
         })
         .collect()
 }
 
-/// Drops people without images (renumbering the shards' identities), splits, writes
-/// `names.safetensors` and, last, `dataset.json`.
-#[allow(clippy::too_many_arguments)]
-fn finalize(
-    sources: &BuildSources,
-    config: &BuildConfig,
-    out: &Path,
-    manifest_hash: &str,
-    mut state: BuildState,
-    groups: &NameGroups,
-    names: &[f32],
-    mut writer: DatasetWriter,
-    resumed_at: usize,
-) -> Result<BuildReport> {
-    let rows = shard_entries(&state);
+/// The inputs every finishing step of a build reads.
+struct BuildContext<'a> {
+    sources: &'a BuildSources,
+    config: &'a BuildConfig,
+    out: &'a Path,
+    manifest_hash: &'a str,
+    groups: &'a NameGroups,
+}
+
+/// Who stays in the dataset: people with at least one usable image.
+struct People {
+    /// Usable images of each manifest person.
+    images: Vec<usize>,
+    /// Each manifest person's identity in the dataset (`None`: dropped).
+    final_id: Vec<Option<usize>>,
+    /// Manifest people kept, in order.
+    kept: Vec<usize>,
+    /// Names of the people dropped.
+    dropped: Vec<String>,
+}
+
+fn people(groups: &NameGroups, rows: &[Vec<usize>]) -> People {
     let mut images = vec![0usize; groups.names.len()];
     for &r in rows.iter().flatten() {
         images[groups.group_of[r]] += 1;
@@ -414,6 +374,31 @@ fn finalize(
             dropped.push(groups.names[g].clone());
         }
     }
+    People {
+        images,
+        final_id,
+        kept,
+        dropped,
+    }
+}
+
+/// Drops people without images (renumbering the shards' identities), splits, writes
+/// `names.safetensors` and, last, `dataset.json`.
+fn finalize(
+    cx: &BuildContext<'_>,
+    mut state: BuildState,
+    names: &[f32],
+    mut writer: DatasetWriter,
+    resumed_at: usize,
+) -> Result<BuildReport> {
+    let (sources, config, out, groups) = (cx.sources, cx.config, cx.out, cx.groups);
+    let rows = shard_entries(&state);
+    let People {
+        images,
+        final_id,
+        kept,
+        dropped,
+    } = people(groups, &rows);
     if kept.is_empty() {
         return Err(ModelError::InvalidInput(format!(
             "none of the {} images of {} could be read (see {})",
@@ -457,7 +442,7 @@ fn finalize(
     let s = &state.inputs;
     writer.index.source = json!({
         "manifest": text(&absolute(&sources.manifest, "the manifest")?),
-        "manifest_hash": manifest_hash,
+        "manifest_hash": cx.manifest_hash,
         "model": s.model,
         "config": s.config,
         "tower_l": s.tower_l,

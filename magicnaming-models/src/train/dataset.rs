@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::name_encoder::SkippedImage;
 use crate::{ModelError, Result};
 
 /// Format tag of `dataset.json`.
@@ -45,15 +46,6 @@ pub struct Shard {
     pub count: usize,
 }
 
-/// An image left out, and why.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Skipped {
-    /// The image path as given in the manifest.
-    pub path: String,
-    /// What went wrong.
-    pub reason: String,
-}
-
 /// `dataset.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DatasetIndex {
@@ -73,7 +65,7 @@ pub struct DatasetIndex {
     pub shards: Vec<Shard>,
     /// Images that could not be used.
     #[serde(default)]
-    pub skipped: Vec<Skipped>,
+    pub skipped: Vec<SkippedImage>,
     /// Free-form provenance (model, towers, seed...).
     #[serde(default)]
     pub source: serde_json::Map<String, serde_json::Value>,
@@ -118,9 +110,8 @@ impl Dataset {
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let index_path = dir.join("dataset.json");
-        let index: DatasetIndex =
-            serde_json::from_value(crate::clip::config::read_json(&index_path)?)
-                .map_err(|e| ModelError::config(&index_path, e.to_string()))?;
+        let index: DatasetIndex = serde_json::from_value(crate::json::read_json(&index_path)?)
+            .map_err(|e| ModelError::config(&index_path, e.to_string()))?;
         if index.format != DATASET_FORMAT {
             return Err(ModelError::config(
                 &index_path,

@@ -6,22 +6,14 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::Backend;
 use magicnaming_core::NameHead;
 
+use super::config::{head_config, TrainConfig};
 use super::dataset::Dataset;
-use super::trainer::{head_config, TrainConfig};
-use crate::name_encoder::{head_to_safetensors_bytes, NameEncoderConfig, TowerRef};
+use crate::name_encoder::{save_head, NameEncoderConfig, TowerRef};
 use crate::{ModelError, Result};
 
 /// Tower path written when a dataset records none (synthetic data): loading such an
 /// encoder for images fails on this path, by name.
 pub const NO_TOWER: &str = "(no tower: the dataset was not embedded from images)";
-
-/// Writes `head.safetensors` atomically.
-pub fn save_head<B: Backend>(head: &NameHead<B>, path: &Path) -> Result<()> {
-    Ok(magicnaming_core::write_atomic(
-        path,
-        &head_to_safetensors_bytes(head)?,
-    )?)
-}
 
 fn tower(dataset: &Dataset, key: &str) -> TowerRef {
     let path = dataset

@@ -1,43 +1,27 @@
-//! Training the name encoder's head against name text-codings (METHOD.md (a), (b)):
+//! Training the name encoder's head against name text-codings (`docs/METHOD.md`, training):
 //! the dataset format and its building from a manifest of photos and names, the
 //! learning-rate schedule, the training loop with exact resume, and the validation
 //! metrics.
 pub mod build;
+pub mod checkpoint;
+pub mod config;
 pub mod dataset;
 pub mod export;
 pub mod manifest;
 pub mod metrics;
+pub mod rng;
 pub mod schedule;
+pub mod step;
 pub mod synthetic;
 pub mod trainer;
 
 pub use build::{build_dataset, split_identities, BuildConfig, BuildReport, BuildSources};
-pub use dataset::{Dataset, DatasetIndex, DatasetWriter, Identity, Skipped, Split};
+pub use checkpoint::MetricsLine;
+pub use config::{adamw, head_config, TrainConfig};
+pub use dataset::{Dataset, DatasetIndex, DatasetWriter, Identity, Split};
 pub use manifest::{clean_name, group_names, read_manifest, Manifest, ManifestEntry};
 pub use metrics::{evaluate, ValMetrics};
+pub use rng::SplitMix64;
 pub use schedule::LrSchedule;
-pub use trainer::{train, TrainConfig, TrainSummary};
-
-/// SplitMix64: a tiny, fully specified PRNG, so that data order (and so resumed runs)
-/// never depends on a library's generator.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Fisher-Yates shuffle.
-    pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
-            items.swap(i, j);
-        }
-    }
-}
+pub use step::train_step;
+pub use trainer::{train, TrainSummary};

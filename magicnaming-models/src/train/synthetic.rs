@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::dataset::{Dataset, DatasetWriter, Identity, Split};
-use super::SplitMix64;
+use super::rng::SplitMix64;
 use crate::Result;
 
 /// Latent width of the synthetic identities.

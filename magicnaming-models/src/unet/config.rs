@@ -11,7 +11,7 @@ use std::path::Path;
 use burn::config::Config;
 use serde_json::{json, Map, Value};
 
-use crate::clip::config::read_json;
+use crate::json::read_json;
 use crate::ModelError;
 
 /// Down block types.

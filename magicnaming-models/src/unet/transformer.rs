@@ -11,9 +11,9 @@ use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use super::attention::{Attention, AttentionConfig};
-use super::resnet::group_norm;
-use crate::norm;
+use crate::nn::attention::{Attention, AttentionConfig};
+use crate::nn::norm;
+use crate::nn::resnet::group_norm;
 
 /// `GEGLU`: `proj` to twice the width, then `hidden * gelu(gate)` (exact GELU).
 #[derive(Module, Debug)]

@@ -6,7 +6,7 @@ use std::path::Path;
 use burn::config::Config;
 use serde_json::{json, Value};
 
-use crate::clip::config::read_json;
+use crate::json::read_json;
 use crate::ModelError;
 
 /// The supported subset of diffusers' `AutoencoderKL` configuration.

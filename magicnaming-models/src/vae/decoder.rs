@@ -6,12 +6,10 @@ use burn::nn::GroupNorm;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use crate::conv::conv2d;
-use crate::norm;
-use crate::unet::blocks::{
-    CoderBlock2DConfig, UNetMidBlock2D, UNetMidBlock2DConfig, UpDecoderBlock2D,
-};
-use crate::unet::resnet::{group_norm, new_conv2d};
+use super::blocks::{CoderBlock2DConfig, UNetMidBlock2D, UNetMidBlock2DConfig, UpDecoderBlock2D};
+use crate::nn::conv::conv2d;
+use crate::nn::norm;
+use crate::nn::resnet::{group_norm, new_conv2d};
 
 /// Configuration of [`Decoder`].
 #[derive(Config, Debug)]

@@ -71,7 +71,7 @@ pub(super) fn open_state(
 ) -> Result<BuildState> {
     let path = out.join(BUILD_STATE_FILE);
     if path.is_file() {
-        let state: BuildState = serde_json::from_value(crate::clip::config::read_json(&path)?)
+        let state: BuildState = serde_json::from_value(crate::json::read_json(&path)?)
             .map_err(|e| ModelError::config(&path, e.to_string()))?;
         if state.format != BUILD_STATE_FORMAT {
             return Err(ModelError::config(&path, "not a dataset build state"));

@@ -6,9 +6,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::clip_vision::VisionLayout;
-use super::SafetensorsFile;
-use crate::clip::config::{ClipActivation, ClipVisionConfig};
+use super::config::{ClipActivation, ClipVisionConfig};
+use super::remap_vision::VisionLayout;
+use crate::weights::SafetensorsFile;
 use crate::{ModelError, Result};
 
 /// Whether a parsed JSON file is an open_clip model configuration (`open_clip_config.json`

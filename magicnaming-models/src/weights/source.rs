@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::clip::config::read_json;
+use crate::json::read_json;
 use crate::{ModelError, Result};
 
 /// An SDXL model on disk.
@@ -145,4 +145,29 @@ impl SdxlSource {
                 what: format!("weights of `{component}` (one of {})", names.join(", ")),
             })
     }
+}
+
+/// Weight files of a diffusers `unet/` or `vae/` folder, in order of preference: full
+/// precision before `.fp16`, one file before shards (`save_pretrained` shards fp32 SDXL
+/// UNets).
+pub const DIFFUSERS_WEIGHT_FILES: &[&str] = &[
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.safetensors.index.json",
+    "diffusion_pytorch_model.fp16.safetensors",
+    "diffusion_pytorch_model.fp16.safetensors.index.json",
+];
+
+/// The weights file (or shard index) of a diffusers component folder.
+pub fn diffusers_weights_file(dir: &Path) -> Result<PathBuf> {
+    DIFFUSERS_WEIGHT_FILES
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+        .ok_or_else(|| ModelError::MissingFile {
+            path: dir.to_path_buf(),
+            what: format!(
+                "diffusers weights (one of {})",
+                DIFFUSERS_WEIGHT_FILES.join(", ")
+            ),
+        })
 }

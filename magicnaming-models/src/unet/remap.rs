@@ -32,37 +32,8 @@
 //! names (`norm`, `proj_in`, `transformer_blocks.N.{norm1,attn1,norm2,attn2,norm3,ff}`,
 //! `proj_out`). Unknown keys under the prefix are kept under `<unmapped>.` so the load
 //! report names them.
-use super::{Mapped, SafetensorsFile, Transform};
-use crate::unet::UNet2DConditionModelConfig;
-
-/// `(key, shape)` of every tensor of a file.
-pub fn file_entries(file: &SafetensorsFile) -> Vec<(String, Vec<usize>)> {
-    file.keys()
-        .map(|k| {
-            (
-                k.to_string(),
-                file.entry(k).map(|e| e.shape.clone()).unwrap_or_default(),
-            )
-        })
-        .collect()
-}
-
-/// `target <- source`, reshaping a stored 1x1 convolution `[o, i, 1, 1]` (or a 1-D one
-/// `[o, i, 1]`) to `[o, i]` when `target` is one of the Linear weights that diffusers'
-/// other layouts keep as convolutions (`linear_suffixes`).
-pub(crate) fn linear_or_conv(
-    target: String,
-    source: &str,
-    shape: &[usize],
-    linear_suffixes: &[&str],
-) -> Mapped {
-    let is_linear = linear_suffixes.iter().any(|s| target.ends_with(s));
-    if is_linear && shape.len() > 2 && shape[2..].iter().all(|&d| d == 1) {
-        Mapped::with(target, source, Transform::Reshape(shape[..2].to_vec()))
-    } else {
-        Mapped::new(target, source)
-    }
-}
+use super::config::UNet2DConditionModelConfig;
+use crate::weights::{linear_or_conv, Mapped};
 
 /// Linear weights of the UNet that 1x1-convolution checkpoints store as 4-D.
 const PROJECTIONS: &[&str] = &["proj_in.weight", "proj_out.weight"];

@@ -24,8 +24,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
 use super::dispatch::{on_device_without_tensor_cores, primitive};
-use super::enabled;
-use crate::precision::forward_in_f32;
+use super::switch::enabled;
+use crate::nn::precision::forward_in_f32;
 
 /// See [`super::conv2d`].
 pub(super) fn forward<B: Backend>(

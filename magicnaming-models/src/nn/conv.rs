@@ -1,7 +1,7 @@
 //! The Conv2d forward every model here uses (the modules stay burn's [`Conv2d`], so
 //! checkpoint keys and records are unchanged): burn's own op; for f16/bf16 tensors on a
 //! cubecl device without tensor cores, burn's op in f32, cast back
-//! ([`crate::kernels::conv2d`]), because burn's f16 convolution there sums in f16.
+//! ([`super::kernels::conv2d`]), because burn's f16 convolution there sums in f16.
 use burn::nn::conv::Conv2d;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -12,7 +12,7 @@ use burn::tensor::Tensor;
 /// # Shapes
 /// - `x`: `[N, C_in, H, W]` -> `[N, C_out, H_out, W_out]`
 pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    match crate::kernels::conv2d(conv, x) {
+    match super::kernels::conv2d(conv, x) {
         Ok(y) => y,
         Err(x) => conv.forward(x),
     }

@@ -2,7 +2,7 @@
 //! need to know the device, used by the generic models without changing their
 //! `B: Backend` bound.
 //!
-//! A model calls e.g. [`crate::norm::group_norm_silu`], which asks [`group_norm`] here
+//! A model calls e.g. [`crate::nn::norm::group_norm_silu`], which asks [`group_norm`] here
 //! first. When the tensors belong to a cubecl backend compiled in (burn's `Cuda` or
 //! `Wgpu`, with or without fusion), the kernel runs and the result comes back as the
 //! model's own tensor type; otherwise the input is handed back unchanged (`Err`) and the
@@ -13,8 +13,6 @@
 //!
 //! [`set_enabled`]`(false)` turns them off at run time (benchmarks compare both paths on
 //! one device; tests compare against burn's own ops on the same backend).
-use core::sync::atomic::{AtomicBool, Ordering};
-
 use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
 use burn::tensor::backend::Backend;
@@ -26,21 +24,9 @@ mod conv2d;
 mod dispatch;
 #[cfg(feature = "kernels")]
 mod group_norm;
+mod switch;
 
-static ENABLED: AtomicBool = AtomicBool::new(true);
-
-/// Turns our kernels on (the default) or off for the whole process.
-pub fn set_enabled(enabled: bool) {
-    ENABLED.store(enabled, Ordering::Relaxed);
-}
-
-/// Whether our kernels are on ([`set_enabled`]).
-pub fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
-}
-
-/// Whether this build has kernels for any backend (the `cuda` or `wgpu` feature).
-pub const COMPILED: bool = cfg!(feature = "kernels");
+pub use switch::{enabled, set_enabled, COMPILED};
 
 /// `norm.forward(x)`, then SiLU when `silu`, in one fused kernel on a cubecl backend;
 /// statistics and affine transform in f32 for every float type, the result in `x`'s type.

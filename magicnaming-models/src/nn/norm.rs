@@ -9,7 +9,7 @@
 //! where this one stays within f16 rounding).
 //!
 //! On the cubecl backends (`cuda`, `wgpu` features) GroupNorm, and GroupNorm followed by
-//! SiLU, run as our own kernel instead ([`crate::kernels::group_norm`]: f32 statistics,
+//! SiLU, run as our own kernel instead ([`super::kernels::group_norm`]: f32 statistics,
 //! one rounding to the input's type, no casts of the input or the parameters).
 use burn::module::Module;
 use burn::nn::{GroupNorm, LayerNorm};
@@ -17,7 +17,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
-use crate::precision::forward_in_f32;
+use super::precision::forward_in_f32;
 
 /// Whether `dtype` is normalised in f32 (the half-precision types).
 fn needs_f32(dtype: DType) -> bool {
@@ -44,7 +44,7 @@ fn group_norm_then<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     then_silu: bool,
 ) -> Tensor<B, D> {
-    match crate::kernels::group_norm(norm, x, then_silu) {
+    match super::kernels::group_norm(norm, x, then_silu) {
         Ok(y) => y,
         Err(x) => {
             let y = forward_f32(norm, x, |n, x| n.forward(x));

@@ -29,7 +29,7 @@ use burn_cubecl::CubeRuntime;
 use cubecl::{calculate_cube_count_elemwise, prelude::*};
 
 use super::dispatch::{launch, primitive, CubeOp};
-use super::enabled;
+use super::switch::enabled;
 
 /// Units per cube in the reductions (a power of two, for the tree sum).
 const BLOCK: u32 = 256;

@@ -2,8 +2,8 @@
 //! resampling layers of `models/downsampling.py` / `models/upsampling.py`:
 //! `Downsample2D` (3x3 convolution, stride 2) and `Upsample2D` (nearest x2 + 3x3
 //! convolution). Shared by the UNet and the VAE.
-use crate::conv::conv2d;
-use crate::norm;
+use super::conv::conv2d;
+use super::norm;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};

@@ -31,9 +31,8 @@
 //! `nin_shortcut -> conv_shortcut`. LDM stores the attention projections as 1x1
 //! convolutions `[C, C, 1, 1]`; they are reshaped to the Linear `[C, C]`. Unknown keys
 //! under the prefix are kept under `<unmapped>.` so the load report names them.
-use super::unet::linear_or_conv;
-use super::Mapped;
-use crate::vae::AutoencoderKLConfig;
+use super::config::AutoencoderKLConfig;
+use crate::weights::{linear_or_conv, Mapped};
 
 /// Linear weights of the VAE attentions that LDM files store as 1x1 convolutions.
 const ATTENTION_LINEARS: &[&str] = &[

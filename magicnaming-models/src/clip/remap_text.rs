@@ -14,7 +14,7 @@
 //! | open_clip | `ln_final` | `final_layer_norm` |
 //! | open_clip | `text_projection` `[H, P]` (used as `x @ W`) | `text_projection.weight` `[P, H]` (transposed) |
 //! | open_clip | `logit_scale`, `attn_mask`, `visual.*` | ignored (not part of the text tower) |
-use super::{keys_under, Mapped, SafetensorsFile, Transform};
+use crate::weights::{keys_under, Mapped, SafetensorsFile, Transform};
 
 /// Remap for a transformers CLIP text tower stored under `prefix` (`""` for a diffusers
 /// `text_encoder/` file, `conditioner.embedders.0.transformer.` in an SDXL single file).
@@ -69,7 +69,7 @@ pub fn open_clip_text(file: &SafetensorsFile, prefix: &str) -> Vec<Mapped> {
                 if let Some(rest) = k.strip_prefix("ln_final.") {
                     out.push(Mapped::new(format!("final_layer_norm.{rest}"), full));
                 } else if let Some(rest) = k.strip_prefix("transformer.resblocks.") {
-                    super::clip_vision::resblock(&mut out, full, rest);
+                    super::remap_vision::resblock(&mut out, full, rest);
                 } else {
                     out.push(Mapped::new(format!("<unmapped>.{k}"), full));
                 }

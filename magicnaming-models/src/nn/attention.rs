@@ -10,8 +10,8 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
 
+use super::norm;
 use super::resnet::group_norm;
-use crate::norm;
 
 /// Configuration of [`Attention`].
 #[derive(Config, Debug)]

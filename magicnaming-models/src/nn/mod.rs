@@ -1,0 +1,9 @@
+//! Building blocks shared by the model families: float casts and mixed precision,
+//! normalisation with f32 statistics, the Conv2d forward, diffusers' attention and resnet
+//! blocks, and our kernels for the cubecl backends.
+pub mod attention;
+pub mod conv;
+pub mod kernels;
+pub mod norm;
+pub mod precision;
+pub mod resnet;

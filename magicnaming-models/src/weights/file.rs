@@ -1,0 +1,221 @@
+//! A safetensors checkpoint on disk: one memory-mapped file or a sharded one read through
+//! its `*.safetensors.index.json`, with each tensor's dtype, shape and place.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use safetensors::{Dtype, SafeTensors};
+
+use crate::{ModelError, Result};
+
+/// One tensor's place in a safetensors file (or in one shard of a sharded checkpoint).
+#[derive(Debug, Clone)]
+pub struct TensorEntry {
+    /// Stored element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    shard: usize,
+    start: usize,
+    end: usize,
+}
+
+/// A memory-mapped safetensors checkpoint with its parsed header(s): one `.safetensors`
+/// file, or a sharded one read through its `*.safetensors.index.json` (transformers' and
+/// diffusers' `save_pretrained` shard at 10 GB / 5 GB: an fp32 SDXL UNet is two shards).
+pub struct SafetensorsFile {
+    path: PathBuf,
+    shards: Vec<(PathBuf, memmap2::Mmap)>,
+    entries: BTreeMap<String, TensorEntry>,
+}
+
+impl std::fmt::Debug for SafetensorsFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SafetensorsFile({}, {} tensors in {} file(s))",
+            self.path.display(),
+            self.entries.len(),
+            self.shards.len()
+        )
+    }
+}
+
+/// Memory-maps one `.safetensors` file and reads its header.
+fn map_file(path: &Path) -> Result<(memmap2::Mmap, Vec<(String, TensorEntry)>)> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| ModelError::open(path, "a safetensors weights file", e))?;
+    // SAFETY: the file is opened read-only; like every mmap-based loader (candle,
+    // safetensors' own), we rely on it not being truncated while mapped.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
+    let (header_len, meta) = SafeTensors::read_metadata(&map)
+        .map_err(|e| ModelError::weights(path, format!("not a valid safetensors file: {e}")))?;
+    let base = 8 + header_len;
+    let entries = meta
+        .tensors()
+        .into_iter()
+        .map(|(name, info)| {
+            let entry = TensorEntry {
+                dtype: info.dtype,
+                shape: info.shape.clone(),
+                shard: 0,
+                start: base + info.data_offsets.0,
+                end: base + info.data_offsets.1,
+            };
+            (name, entry)
+        })
+        .collect();
+    Ok((map, entries))
+}
+
+impl SafetensorsFile {
+    /// Opens and validates a `.safetensors` file, or the shards a
+    /// `*.safetensors.index.json` names (then every tensor of every shard is in the
+    /// checkpoint; a shard that is missing, a tensor the index puts in a shard that lacks
+    /// it, or a tensor stored twice is an error).
+    pub fn open(path: impl AsRef<Path>) -> Result<Rc<Self>> {
+        let path = path.as_ref().to_path_buf();
+        if path.to_string_lossy().ends_with(".index.json") {
+            return Self::open_sharded(path);
+        }
+        let (map, entries) = map_file(&path)?;
+        Ok(Rc::new(Self {
+            shards: vec![(path.clone(), map)],
+            path,
+            entries: entries.into_iter().collect(),
+        }))
+    }
+
+    fn open_sharded(index: PathBuf) -> Result<Rc<Self>> {
+        let text = std::fs::read_to_string(&index)
+            .map_err(|e| ModelError::open(&index, "a sharded checkpoint's index", e))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| ModelError::weights(&index, format!("not valid JSON: {e}")))?;
+        let map = json
+            .get("weight_map")
+            .and_then(serde_json::Value::as_object)
+            .ok_or_else(|| ModelError::weights(&index, "no `weight_map` object"))?;
+        let dir = index.parent().unwrap_or(Path::new("."));
+        let mut shard_names: Vec<&str> = Vec::new();
+        let mut wanted: Vec<(&str, &str)> = Vec::with_capacity(map.len());
+        for (key, file) in map {
+            // Shards sit beside the index: a bare file name, as save_pretrained writes.
+            let file = file
+                .as_str()
+                .filter(|f| !f.is_empty() && !f.contains(['/', '\\']) && *f != "..")
+                .ok_or_else(|| {
+                    ModelError::weights(
+                        &index,
+                        format!("`weight_map.{key}` is not a file name beside the index: {file}"),
+                    )
+                })?;
+            if !shard_names.contains(&file) {
+                shard_names.push(file);
+            }
+            wanted.push((key, file));
+        }
+        if shard_names.is_empty() {
+            return Err(ModelError::weights(&index, "`weight_map` is empty"));
+        }
+        let mut shards = Vec::with_capacity(shard_names.len());
+        let mut entries: BTreeMap<String, TensorEntry> = BTreeMap::new();
+        for (i, name) in shard_names.iter().enumerate() {
+            let shard_path = dir.join(name);
+            let (mmap, shard_entries) = map_file(&shard_path)?;
+            for (key, mut entry) in shard_entries {
+                entry.shard = i;
+                if entries.contains_key(&key) {
+                    return Err(ModelError::weights(
+                        &shard_path,
+                        format!("tensor `{key}` is stored in more than one shard"),
+                    ));
+                }
+                entries.insert(key, entry);
+            }
+            shards.push((shard_path, mmap));
+        }
+        for (key, file) in wanted {
+            let at = shard_names.iter().position(|n| *n == file).expect("listed");
+            if entries.get(key).map(|e| e.shard) != Some(at) {
+                return Err(ModelError::weights(
+                    &shards[at].0,
+                    format!("the index puts tensor `{key}` in this shard, which lacks it"),
+                ));
+            }
+        }
+        log::debug!(
+            "{}: {} tensors in {} shards",
+            index.display(),
+            entries.len(),
+            shards.len()
+        );
+        Ok(Rc::new(Self {
+            path: index,
+            shards,
+            entries,
+        }))
+    }
+
+    /// The file's path (the index of a sharded checkpoint).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// All tensor names, sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// Header entry of one tensor.
+    pub fn entry(&self, key: &str) -> Option<&TensorEntry> {
+        self.entries.get(key)
+    }
+
+    /// Reads a floating-point tensor, converted to f32.
+    ///
+    /// # Errors
+    /// Unknown key, or an integer/bool dtype.
+    pub fn read_f32(&self, key: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        let entry = self.entries.get(key).ok_or_else(|| {
+            ModelError::weights(&self.path, format!("no tensor `{key}` in the file"))
+        })?;
+        let bytes = &self.shards[entry.shard].1[entry.start..entry.end];
+        let values: Vec<f32> = match entry.dtype {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::F64 => bytes
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+                .collect(),
+            other => {
+                return Err(ModelError::weights(
+                    &self.shards[entry.shard].0,
+                    format!("tensor `{key}` has dtype {other:?}; a float tensor was expected"),
+                ))
+            }
+        };
+        Ok((values, entry.shape.clone()))
+    }
+}
+
+/// `(key, shape)` of every tensor of a file.
+pub fn file_entries(file: &SafetensorsFile) -> Vec<(String, Vec<usize>)> {
+    file.keys()
+        .map(|k| {
+            (
+                k.to_string(),
+                file.entry(k).map(|e| e.shape.clone()).unwrap_or_default(),
+            )
+        })
+        .collect()
+}

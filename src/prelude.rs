@@ -1,0 +1,19 @@
+//! The user path in one import: `use magicnaming::prelude::*;`.
+//!
+//! Photo -> name ([`NameEncoder`]), name-space operations ([`interpolate`], [`slerp`],
+//! [`mix`], [`prepend`]), name -> image ([`SdxlSource`], [`SdxlPipeline`],
+//! [`GenerateOptions`], [`GenerateOutput`]), and the backend the cargo features select
+//! ([`DefaultBackend`]) with the runtime device choice ([`DeviceSpec`]).
+#[cfg(any(feature = "ndarray", feature = "wgpu", feature = "cuda"))]
+pub use crate::backend::DefaultBackend;
+pub use crate::backend::{dispatch, parse_devices, DeviceSpec, Job};
+pub use burn::tensor::backend::Backend;
+pub use magicnaming_core::{
+    interpolate, mix, prepend, slerp, NameEmbedding, NameError, DEFAULT_NAME_TOKENS,
+};
+pub use magicnaming_models::name_encoder::{
+    BatchOptions, NameEncoder, NamePrediction, OnBadImage, Reduce, SkippedImage,
+};
+pub use magicnaming_models::schedulers::SchedulerKind;
+pub use magicnaming_models::sdxl::{GenerateOptions, GenerateOutput, SdxlPipeline, SdxlSource};
+pub use magicnaming_models::{ModelError, Precision};
