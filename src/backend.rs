@@ -4,24 +4,7 @@
 //!
 //! Library code is generic over `B: Backend`; only programs name a backend. A program
 //! that lets its user pick the device at run time writes its work as a [`Job`] and hands
-//! it to [`dispatch`], which monomorphises it for the backend the device names:
-//!
-//! ```
-//! use magicnaming::backend::{dispatch, DeviceSpec, Job};
-//! use magicnaming::burn::tensor::backend::Backend;
-//!
-//! struct Name;
-//! impl Job for Name {
-//!     type Output = String;
-//!     fn run<B: Backend>(self, devices: Vec<B::Device>) -> String {
-//!         format!("{} on {} device(s)", B::name(&devices[0]), devices.len())
-//!     }
-//! }
-//!
-//! let devices = [DeviceSpec::default()];
-//! let said = dispatch(&devices, Name).unwrap();
-//! assert!(said.ends_with("on 1 device(s)"));
-//! ```
+//! it to [`dispatch`], which monomorphises it for the backend the device names.
 use core::fmt;
 use core::str::FromStr;
 
@@ -37,10 +20,23 @@ pub type DefaultBackend = burn::backend::Cuda;
 pub type DefaultBackend = burn::backend::Wgpu;
 /// The backend the enabled cargo features select: `cuda`, else `wgpu`, else the CPU
 /// backend (`ndarray`).
+///
+/// ```
+/// use magicnaming::prelude::*;
+/// let device = Default::default();
+/// let x = magicnaming::burn::tensor::Tensor::<DefaultBackend, 1>::from_floats([1.0, 2.0], &device);
+/// assert_eq!(x.sum().into_scalar(), 3.0);
+/// ```
 #[cfg(all(feature = "ndarray", not(any(feature = "cuda", feature = "wgpu"))))]
 pub type DefaultBackend = burn::backend::NdArray<f32>;
 
 /// Errors of choosing a device.
+///
+/// ```
+/// use magicnaming::backend::{parse_devices, BackendError};
+/// assert!(matches!(parse_devices("cpu,cuda"), Err(BackendError::Devices(_))));
+/// assert!(matches!("npu".parse::<magicnaming::backend::DeviceSpec>(), Err(BackendError::Parse(_))));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
     /// A device string that is not `cpu`, `wgpu[:N]` or `cuda[:N]`.
@@ -60,6 +56,14 @@ pub enum BackendError {
 }
 
 /// A device named at run time.
+///
+/// ```
+/// use magicnaming::backend::DeviceSpec;
+/// let spec: DeviceSpec = "cuda:1".parse().unwrap();
+/// assert_eq!(spec, DeviceSpec::Cuda(1));
+/// assert_eq!(spec.to_string(), "cuda:1");
+/// assert_eq!("wgpu".parse::<DeviceSpec>().unwrap(), DeviceSpec::Wgpu(None));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceSpec {
     /// The CPU backend (`ndarray`).
@@ -168,6 +172,23 @@ pub fn parse_devices(s: &str) -> Result<Vec<DeviceSpec>, BackendError> {
 }
 
 /// Work that runs on any backend, on one or more of its devices.
+///
+/// ```
+/// use magicnaming::backend::{dispatch, DeviceSpec, Job};
+/// use magicnaming::burn::tensor::backend::Backend;
+///
+/// struct Name;
+/// impl Job for Name {
+///     type Output = String;
+///     fn run<B: Backend>(self, devices: Vec<B::Device>) -> String {
+///         format!("{} on {} device(s)", B::name(&devices[0]), devices.len())
+///     }
+/// }
+///
+/// let devices = [DeviceSpec::default()];
+/// let said = dispatch(&devices, Name).unwrap();
+/// assert!(said.ends_with("on 1 device(s)"));
+/// ```
 pub trait Job {
     /// What the work returns.
     type Output;

@@ -7,21 +7,25 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use magicnaming_models::train::{build_dataset, BuildConfig, BuildSources, Split};
 
+use crate::args::ModelArgs;
 use crate::device::Job;
 
 /// Arguments of `dataset build`.
 #[derive(Args, Debug)]
+// The shared `--model` with this command's own help text (in place: `mut_arg` would move
+// it to the end of the usage line).
+#[command(mut_args(|a| if a.get_id() == "model" {
+    a.help("SDXL model (for its text encoders): diffusers folder or single-file .safetensors")
+} else {
+    a
+}))]
 pub struct BuildArgs {
     /// Manifest: .jsonl lines `{"image": PATH, "name": NAME}` or .csv with header
     /// `image,name`; image paths relative to the manifest's folder, or absolute.
     #[arg(long)]
     manifest: PathBuf,
-    /// SDXL model (for its text encoders): diffusers folder or single-file .safetensors.
-    #[arg(long)]
-    model: PathBuf,
-    /// Diffusers-style folder of configurations (for non-standard sizes).
-    #[arg(long)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// CLIP_L image tower: folder or .safetensors file.
     #[arg(long)]
     tower_l: PathBuf,
@@ -53,8 +57,8 @@ impl Job for BuildArgs {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let sources = BuildSources {
             manifest: self.manifest.clone(),
-            model: self.model,
-            config: self.config,
+            model: self.model.model,
+            config: self.model.config,
             tower_l: self.tower_l,
             tower_g: self.tower_g,
         };

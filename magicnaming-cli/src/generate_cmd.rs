@@ -7,22 +7,17 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use clap::Args;
 use magicnaming_core::NameEmbedding;
-use magicnaming_models::schedulers::SchedulerKind;
-use magicnaming_models::sdxl::{GenerateOptions, SdxlPipeline, SdxlSource};
-use magicnaming_models::Precision;
+use magicnaming_models::sdxl::{GenerateOptions, SdxlPipeline};
 
+use crate::args::{ModelArgs, PrecisionArg, SchedulerArg};
 use crate::device::Job;
 use crate::tensors::{load_f32, save_raw};
 
 /// Arguments of `generate`.
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
-    /// SDXL model: diffusers folder or single-file .safetensors checkpoint.
-    #[arg(long)]
-    model: PathBuf,
-    /// Diffusers-style folder of configurations (for non-standard sizes).
-    #[arg(long)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// The prompt.
     #[arg(long)]
     prompt: String,
@@ -47,9 +42,9 @@ pub struct GenerateArgs {
     /// Seed of the initial latents and stochastic schedulers.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// euler, euler-a, ddim or dpmpp-2m-karras.
-    #[arg(long, default_value = "euler")]
-    scheduler: String,
+    /// Scheduler (sampler) of the denoising loop.
+    #[arg(long, value_enum, default_value_t = SchedulerArg::Euler)]
+    scheduler: SchedulerArg,
     /// Initial latents (tensor `latents` [1, 4, H/8, W/8]), as diffusers' `latents=`.
     #[arg(long)]
     init_latents: Option<PathBuf>,
@@ -59,8 +54,8 @@ pub struct GenerateArgs {
     /// Float type of the weights: auto (f16 files run in f16 on a GPU backend, f32 on
     /// the CPU), f32, f16 or bf16. Latents and the scheduler stay f32; SDXL's VAE
     /// decodes in f32 under f16 (force_upcast).
-    #[arg(long, default_value = "auto")]
-    precision: String,
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
+    precision: PrecisionArg,
     /// Output PNG.
     #[arg(long)]
     out: PathBuf,
@@ -83,11 +78,6 @@ impl Job for GenerateArgs {
         if self.steps == 0 {
             bail!("--steps must be at least 1");
         }
-        let scheduler: SchedulerKind = self.scheduler.parse()?;
-        let precision: Precision = self
-            .precision
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--precision: {e}"))?;
         let name = match &self.name {
             Some(p) => Some(NameEmbedding::<B>::load(p, &device)?),
             None => None,
@@ -103,9 +93,9 @@ impl Job for GenerateArgs {
             }
             None => None,
         };
-        let source = SdxlSource::from_path(&self.model, self.config.as_deref())?;
-        let pipeline = SdxlPipeline::<B>::load_as(&source, &device, precision)
-            .with_context(|| format!("loading {}", self.model.display()))?;
+        let source = self.model.source()?;
+        let pipeline = SdxlPipeline::<B>::load_as(&source, &device, self.precision.into())
+            .with_context(|| format!("loading {}", self.model.model.display()))?;
         let mut options = GenerateOptions::new(self.prompt.clone());
         options.negative_prompt = self.negative_prompt.clone();
         options.name = name;
@@ -114,7 +104,7 @@ impl Job for GenerateArgs {
         options.width = self.width;
         options.height = self.height;
         options.seed = self.seed;
-        options.scheduler = Some(scheduler);
+        options.scheduler = Some(self.scheduler.into());
         options.init_latents = init_latents;
         pipeline.check(&options).with_context(|| {
             let mut what = String::from("checking the request");
@@ -153,7 +143,7 @@ impl Job for GenerateArgs {
             )?;
         }
         // The text chunks the library writes, with the model and the name as given.
-        out.set_text("model", self.model.display().to_string());
+        out.set_text("model", self.model.model.display().to_string());
         if let Some(p) = &self.name {
             out.set_text("name", p.display().to_string());
         }

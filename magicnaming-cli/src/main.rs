@@ -2,7 +2,8 @@
 //!
 //! Every command that runs a network takes `--device cpu|wgpu[:N]|cuda[:N]` among the
 //! backends compiled in (cargo features `ndarray` (default), `wgpu`, `cuda`).
-mod bench_cmd;
+mod args;
+mod bench;
 mod dataset_cmds;
 mod device;
 mod generate_cmd;
@@ -53,7 +54,7 @@ enum Command {
     /// Validation metrics of an encoder on a dataset, as JSON.
     Eval(train_cmds::EvalArgs),
     /// Time SDXL's components and the CLIP image towers (medians after warm-up).
-    Bench(bench_cmd::BenchArgs),
+    Bench(bench::BenchArgs),
     /// Show which backends this binary was built with.
     Backends,
 }

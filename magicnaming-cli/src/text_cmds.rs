@@ -5,20 +5,17 @@ use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
 use clap::Args;
 use magicnaming_core::{prepend, NameEmbedding};
-use magicnaming_models::sdxl::{SdxlSource, SdxlTextEncoders};
+use magicnaming_models::sdxl::SdxlTextEncoders;
 
+use crate::args::ModelArgs;
 use crate::device::Job;
 use crate::tensors::save_raw;
 
 /// Arguments of `encode-prompt`.
 #[derive(Args, Debug)]
 pub struct EncodePromptArgs {
-    /// SDXL model: diffusers folder or single-file .safetensors checkpoint.
-    #[arg(long)]
-    model: PathBuf,
-    /// Diffusers-style folder of configurations (for non-standard sizes).
-    #[arg(long)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// The prompt.
     #[arg(long)]
     prompt: String,
@@ -33,12 +30,8 @@ pub struct EncodePromptArgs {
 /// Arguments of `name from-text`.
 #[derive(Args, Debug)]
 pub struct FromTextArgs {
-    /// SDXL model: diffusers folder or single-file .safetensors checkpoint.
-    #[arg(long)]
-    model: PathBuf,
-    /// Diffusers-style folder of configurations (for non-standard sizes).
-    #[arg(long)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// The name to text-code, e.g. "Barack Obama".
     #[arg(long)]
     text: String,
@@ -50,14 +43,10 @@ pub struct FromTextArgs {
     out: PathBuf,
 }
 
-pub(crate) fn load_text<B: Backend>(
-    model: &PathBuf,
-    config: Option<&PathBuf>,
-    device: &B::Device,
-) -> Result<SdxlTextEncoders<B>> {
-    let source = SdxlSource::from_path(model, config.map(PathBuf::as_path))?;
-    SdxlTextEncoders::load(&source, device)
-        .with_context(|| format!("loading the text encoders of {}", model.display()))
+/// The text encoders of `model`.
+fn load_text<B: Backend>(model: &ModelArgs, device: &B::Device) -> Result<SdxlTextEncoders<B>> {
+    SdxlTextEncoders::load(&model.source()?, device)
+        .with_context(|| format!("loading the text encoders of {}", model.model.display()))
 }
 
 fn host<B: Backend, const D: usize>(t: burn::tensor::Tensor<B, D>) -> (Vec<usize>, Vec<u8>) {
@@ -77,7 +66,7 @@ impl Job for EncodePromptArgs {
             Some(p) => Some(NameEmbedding::<B>::load(p, &device)?),
             None => None,
         };
-        let enc = load_text::<B>(&self.model, self.config.as_ref(), &device)?;
+        let enc = load_text::<B>(&self.model, &device)?;
         if let Some(n) = &name {
             anyhow::ensure!(
                 n.dim() == enc.token_dim(),
@@ -96,7 +85,7 @@ impl Job for EncodePromptArgs {
         let (s2, b2) = host(embeds.pooled_prompt_embeds);
         let mut meta = vec![
             ("prompt", self.prompt.clone()),
-            ("model", self.model.display().to_string()),
+            ("model", self.model.model.display().to_string()),
         ];
         if let Some(p) = &self.name {
             meta.push(("name", p.display().to_string()));
@@ -120,7 +109,7 @@ impl Job for FromTextArgs {
             !self.text.trim().is_empty(),
             "--text: the name text is empty"
         );
-        let enc = load_text::<B>(&self.model, self.config.as_ref(), &device)?;
+        let enc = load_text::<B>(&self.model, &device)?;
         let name = enc.text_code_name(&self.text, self.tokens)?;
         name.save(&self.out)?;
         log::info!(

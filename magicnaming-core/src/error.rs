@@ -3,6 +3,14 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 /// Everything that can go wrong with names, named precisely enough to fix the input.
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::tensor::Tensor;
+/// use magicnaming_core::{NameEmbedding, NameError};
+/// let nan = Tensor::<NdArray, 2>::from_floats([[f32::NAN]], &Default::default());
+/// assert!(matches!(NameEmbedding::new(nan, "x"), Err(NameError::NonFinite { .. })));
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum NameError {
     /// The name's token dimension differs from the prompt embeddings'.

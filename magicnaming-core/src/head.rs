@@ -1,4 +1,4 @@
-//! The name head of METHOD.md (b): fully connected layers from concatenated CLIP image
+//! The name head of `docs/METHOD.md`, (b): fully connected layers from concatenated CLIP image
 //! embeddings (`[B, 768 + 1280]` for SDXL's towers) to a name `[B, K, D]`.
 use alloc::format;
 use alloc::vec::Vec;
@@ -121,7 +121,7 @@ impl<B: Backend> NameHead<B> {
     }
 
     /// Mean squared error between predicted and ground-truth names (mean over all
-    /// elements), the training loss of METHOD.md (b).
+    /// elements), the training loss of `docs/METHOD.md`, (b).
     ///
     /// # Shapes
     /// - `pred`, `target`: `[B, K, D]`

@@ -36,7 +36,7 @@ pub use ops::{interpolate, mix, prepend, slerp, NameTokens};
 /// Result type of this crate.
 pub type Result<T> = core::result::Result<T, NameError>;
 
-/// Token vectors per name in MagicNaming (METHOD.md: F_ID is 8 x 2048).
+/// Token vectors per name in MagicNaming (`docs/METHOD.md`: F_ID is 8 x 2048).
 pub const DEFAULT_NAME_TOKENS: usize = 8;
 /// SDXL's per-token prompt dimension: 768 (CLIP ViT-L/14) + 1280 (OpenCLIP ViT-bigG/14).
 pub const SDXL_TOKEN_DIM: usize = 2048;

@@ -9,6 +9,21 @@ use crate::{NameError, Result};
 ///
 /// Built from a tensor (checked to be finite), predicted by an image encoder, text-coded
 /// from a real name, or loaded from a `.safetensors` file (with `std`).
+///
+/// # Shapes
+/// - tokens: `[K, D]`
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::tensor::Tensor;
+/// use magicnaming_core::{interpolate, NameEmbedding};
+/// let device = Default::default();
+/// let a = NameEmbedding::new(Tensor::<NdArray, 2>::zeros([8, 4], &device), "a").unwrap();
+/// let b = NameEmbedding::new(Tensor::<NdArray, 2>::ones([8, 4], &device), "b").unwrap();
+/// let mid = interpolate(&a, &b, 0.5).unwrap();
+/// assert_eq!((mid.num_tokens(), mid.dim()), (8, 4));
+/// assert_eq!(mid.source(), "interpolate(a, b, t=0.5)");
+/// ```
 #[derive(Debug, Clone)]
 pub struct NameEmbedding<B: Backend> {
     tokens: Tensor<B, 2>,

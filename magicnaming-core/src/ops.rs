@@ -39,7 +39,7 @@ impl<B: Backend> From<NameEmbedding<B>> for NameTokens<B> {
     }
 }
 
-/// Name prepending, NP(F_prompt, F_ID) of METHOD.md (c)/(d): keeps the start-token vector,
+/// Name prepending, NP(F_prompt, F_ID) of `docs/METHOD.md`, (c)/(d): keeps the start-token vector,
 /// inserts the `K` name vectors right after it, then the prompt's own vectors `1..`, and
 /// cuts the sequence back to `L` (the prompt's last `K` vectors, usually padding, are
 /// dropped). The pooled embedding is not touched by NP.
@@ -121,7 +121,7 @@ fn check_parameter(what: &'static str, value: f64) -> Result<()> {
 }
 
 /// Linear interpolation `(1 - t) a + t b`, token by token: the fictional identities of
-/// METHOD.md (interpolation.png uses t = 0, 0.25, 0.5, 0.75, 1). `t` outside `[0, 1]`
+/// `docs/METHOD.md`, "Fictional people" (the paper's interpolation figure uses t = 0, 0.25, 0.5, 0.75, 1). `t` outside `[0, 1]`
 /// extrapolates.
 ///
 /// # Errors

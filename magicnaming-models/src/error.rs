@@ -2,6 +2,16 @@
 use std::path::{Path, PathBuf};
 
 /// Errors raised while loading or running models.
+///
+/// ```
+/// use magicnaming_models::name_encoder::NameEncoder;
+/// use magicnaming_models::ModelError;
+/// type B = burn::backend::NdArray<f32>;
+/// match NameEncoder::<B>::load("no/such/encoder", &Default::default()) {
+///     Err(ModelError::MissingFile { path, .. }) => assert!(path.ends_with("encoder")),
+///     other => panic!("expected a missing-file error, got {other:?}"),
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// A file or folder could not be read or written.

@@ -6,6 +6,26 @@
 //! DPM++ 2M Karras), the CLIP image towers, the training of the name head, and the
 //! loaders that read real weight formats (diffusers folders, single-file SDXL
 //! checkpoints, transformers and open_clip towers).
+//!
+//! # Layers
+//!
+//! Each module imports only from its own layer's neutral modules and from the layers
+//! below it; no two files import each other; the model families do not import each
+//! other. A test (`layering.rs`) reads the sources and enforces it.
+//!
+//! ```text
+//!   train/                       dataset build, training loop, metrics
+//!     |
+//!   sdxl/          name_encoder/ the pipeline, prompt encoding | photo -> name
+//!     |                 |
+//!   clip/  unet/  vae/  schedulers/   model families, each with the remap tables
+//!     |                               of the weight formats it reads
+//!   nn/                          shared blocks: attention, resnet, norm, conv,
+//!     |                          precision casts, our kernels
+//!   weights/  json  error        format machinery: safetensors (also sharded),
+//!                                float types, remap application and load reports,
+//!                                locating a model's files
+//! ```
 #![warn(missing_docs)]
 
 pub mod clip;

@@ -14,7 +14,14 @@ use crate::clip::image_utils::decode_image;
 use crate::clip::tower::{parse_config_value, ClipVisionTower};
 use crate::{ModelError, Result};
 
-/// How a batch call turns several photos into names.
+/// How a batch call turns several photos into names (see [`BatchOptions`]).
+///
+/// ```
+/// use magicnaming_models::name_encoder::{BatchOptions, Reduce};
+/// let one_person = BatchOptions::default().with_reduce(Reduce::Average);
+/// assert_eq!(BatchOptions::default().reduce, Reduce::PerImage);
+/// # let _ = one_person;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Reduce {
     /// One name per usable photo, in order.
@@ -25,6 +32,23 @@ pub enum Reduce {
 }
 
 /// Options of [`NameEncoder::predict_batch`].
+///
+/// ```no_run
+/// use magicnaming_models::name_encoder::{BatchOptions, NameEncoder, OnBadImage, Reduce};
+/// type B = burn::backend::NdArray<f32>;
+/// let encoder = NameEncoder::<B>::load("encoder", &Default::default())?;
+/// let photos = vec!["a.jpg".into(), "b.jpg".into(), "broken.jpg".into()];
+/// let options = BatchOptions {
+///     reduce: Reduce::Average,
+///     on_bad_image: OnBadImage::Skip,
+/// };
+/// let prediction = encoder.predict_batch(&photos, &options)?;
+/// for skipped in &prediction.skipped {
+///     eprintln!("{}: {}", skipped.path.display(), skipped.reason);
+/// }
+/// let name = &prediction.names[0]; // one name: the mean over the usable photos
+/// # Ok::<(), magicnaming_models::ModelError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BatchOptions {
     /// One name per photo, or their mean.
@@ -47,7 +71,10 @@ impl BatchOptions {
     }
 }
 
-/// Names predicted from a batch of photos.
+/// Names predicted from a batch of photos (see the example of [`BatchOptions`]).
+///
+/// # Shapes
+/// - `names`: each `[K, D]` (`[8, 2048]` for SDXL)
 #[derive(Debug, Clone)]
 pub struct NamePrediction<B: Backend> {
     /// One name per used photo, or one mean name with [`Reduce::Average`].
@@ -66,7 +93,7 @@ pub struct NamePrediction<B: Backend> {
 /// type B = burn::backend::NdArray<f32>;
 /// let encoder = NameEncoder::<B>::load("encoder", &Default::default())?;
 /// let name = encoder.predict_one("me.png")?;
-/// assert_eq!(name.dims(), [8, 2048]);
+/// assert_eq!((name.num_tokens(), name.dim()), (8, 2048));
 /// # Ok(())
 /// # }
 /// ```

@@ -17,6 +17,13 @@ use crate::{ModelError, Result};
 pub const DEFAULT_BATCH_SIZE: usize = 8;
 
 /// What a batch call does with an image it cannot use.
+///
+/// ```
+/// use magicnaming_models::name_encoder::{BatchOptions, OnBadImage};
+/// assert_eq!(BatchOptions::default().on_bad_image, OnBadImage::Fail);
+/// let lenient = BatchOptions::default().with_on_bad_image(OnBadImage::Skip);
+/// # let _ = lenient;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnBadImage {
     /// Fail on the first one, naming it.
@@ -27,6 +34,14 @@ pub enum OnBadImage {
 }
 
 /// An image that could not be used, and why.
+///
+/// ```
+/// use magicnaming_models::name_encoder::SkippedImage;
+/// use magicnaming_models::ModelError;
+/// let error = ModelError::Image { path: "x.jpg".into(), message: "truncated JPEG".into() };
+/// let skipped = SkippedImage::new("x.jpg", error);
+/// assert_eq!(skipped.reason, "truncated JPEG");
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SkippedImage {
     /// The file, as given.

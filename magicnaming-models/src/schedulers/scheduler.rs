@@ -68,6 +68,14 @@ pub trait Scheduler<B: Backend>: fmt::Debug + Send {
 }
 
 /// The schedulers a user can pick by name.
+///
+/// ```
+/// use magicnaming_models::schedulers::SchedulerKind;
+/// let kind: SchedulerKind = "euler-a".parse().unwrap();
+/// assert_eq!(kind, SchedulerKind::EulerAncestral);
+/// assert_eq!(kind.class_name(), "EulerAncestralDiscreteScheduler");
+/// assert!("plms".parse::<SchedulerKind>().is_err());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SchedulerKind {
     /// `euler`: `EulerDiscreteScheduler` (SDXL base's own scheduler).

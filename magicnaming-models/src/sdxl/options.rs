@@ -7,6 +7,19 @@ use crate::schedulers::SchedulerKind;
 
 /// What to generate. Defaults are SDXL base's (30 steps, guidance 5.0, 1024 x 1024,
 /// Euler).
+///
+/// ```
+/// use magicnaming_models::schedulers::SchedulerKind;
+/// use magicnaming_models::sdxl::GenerateOptions;
+/// type B = burn::backend::NdArray<f32>;
+/// let options = GenerateOptions::<B>::new("a photo of a person surfing")
+///     .with_negative_prompt("blurry")
+///     .with_size(1024, 768)
+///     .with_steps(25)
+///     .with_seed(7)
+///     .with_scheduler(SchedulerKind::DpmPp2mKarras);
+/// assert_eq!((options.width, options.height, options.guidance), (1024, 768, 5.0));
+/// ```
 #[derive(Debug, Clone)]
 pub struct GenerateOptions<B: Backend> {
     /// The prompt.

@@ -8,7 +8,18 @@ use burn::tensor::Tensor;
 use super::png::{encode_png, to_rgb8};
 use crate::{ModelError, Result};
 
-/// What the pipeline returns.
+/// What the pipeline returns: the image, its latents and the settings it was made with.
+///
+/// ```no_run
+/// # use magicnaming_models::sdxl::{GenerateOptions, SdxlPipeline, SdxlSource};
+/// # type B = burn::backend::NdArray<f32>;
+/// # let pipeline = SdxlPipeline::<B>::load(&SdxlSource::from_path("sdxl", None)?, &Default::default())?;
+/// let out = pipeline.generate(&GenerateOptions::new("a red bicycle"))?;
+/// out.save_png("bicycle.png")?; // the settings go into the PNG's text chunks
+/// let rgb: image::RgbImage = out.to_rgb_image()?;
+/// assert_eq!(rgb.dimensions(), (1024, 1024));
+/// # Ok::<(), magicnaming_models::ModelError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct GenerateOutput<B: Backend> {
     /// Final latents before the VAE, `[1, C, H/f, W/f]`.

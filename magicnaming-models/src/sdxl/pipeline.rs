@@ -16,6 +16,16 @@ use crate::weights::{Precision, SdxlSource};
 use crate::{ModelError, Result};
 
 /// SDXL: text encoders, UNet, VAE and the scheduler configuration.
+///
+/// ```no_run
+/// use magicnaming_models::sdxl::{GenerateOptions, SdxlPipeline, SdxlSource};
+/// type B = burn::backend::NdArray<f32>;
+/// let source = SdxlSource::from_path("stable-diffusion-xl-base-1.0", None)?;
+/// let pipeline = SdxlPipeline::<B>::load(&source, &Default::default())?;
+/// let out = pipeline.generate(&GenerateOptions::new("a lighthouse at dusk"))?;
+/// out.save_png("lighthouse.png")?;
+/// # Ok::<(), magicnaming_models::ModelError>(())
+/// ```
 #[derive(Debug)]
 pub struct SdxlPipeline<B: Backend> {
     /// Tokenizers and text encoders.

@@ -1,5 +1,5 @@
 //! SDXL prompt encoding (diffusers' `StableDiffusionXLPipeline.encode_prompt`) and the
-//! text-coding of names (METHOD.md (a)).
+//! text-coding of names (`docs/METHOD.md`, (a)).
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
@@ -246,7 +246,7 @@ impl<B: Backend> SdxlTextEncoders<B> {
         }
     }
 
-    /// Text-codes a name (METHOD.md (a)): encodes `name` as a prompt and keeps the
+    /// Text-codes a name (`docs/METHOD.md`, (a)): encodes `name` as a prompt and keeps the
     /// `num_tokens` vectors after the start token (positions `1..=num_tokens`).
     ///
     /// # Shapes

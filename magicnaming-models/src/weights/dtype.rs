@@ -11,6 +11,13 @@ use burn::tensor::{DType, FloatDType};
 use crate::{ModelError, Result};
 
 /// Which float type a model's weights are held in.
+///
+/// ```
+/// use magicnaming_models::Precision;
+/// assert_eq!(Precision::default(), Precision::Auto);
+/// assert_eq!("fp16".parse::<Precision>(), Ok(Precision::F16));
+/// assert!("f8".parse::<Precision>().is_err());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
     /// The stored type when the backend supports it (f16/bf16 files on a GPU backend),

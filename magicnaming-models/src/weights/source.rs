@@ -11,6 +11,14 @@ use crate::json::read_json;
 use crate::{ModelError, Result};
 
 /// An SDXL model on disk.
+///
+/// ```no_run
+/// use magicnaming_models::weights::SdxlSource;
+/// // A diffusers folder, or a single-file checkpoint with SDXL base's configurations:
+/// let folder = SdxlSource::from_path("stable-diffusion-xl-base-1.0", None)?;
+/// let file = SdxlSource::from_path("sd_xl_base_1.0.safetensors", None)?;
+/// # Ok::<(), magicnaming_models::ModelError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub enum SdxlSource {
     /// A diffusers folder.

@@ -8,17 +8,16 @@
 //! and the tiny f16 pipeline on wgpu (lavapipe) ended 1.04% of max |x| from diffusers.
 //! Here the input and parameters are cast to f32, burn's (autotuned) convolution runs in
 //! f32, and the result is rounded once back, as PyTorch's f16 convolutions accumulate in
-//! f32: 0.19% (README).
+//! f32: 0.19% (README, "Backends").
 //!
-//! Measured on lavapipe (2026-11-26, `bench --components convs --resolution 256 --dtype
-//! f16`, 3x3 at SDXL's three level widths): burn's f16 `conv_direct` 1.28-1.51 s, this
-//! path (casts + burn's f32 convolution) 0.93-0.98 s, and a direct f32-accumulating
-//! CubeCL kernel of our own (one unit per output, NCHW; dropped) 6.6-7.0 s.
+//! On lavapipe this path (casts + burn's f32 convolution) is also faster than burn's f16
+//! `conv_direct` and than a direct f32-accumulating kernel (`docs/BENCHMARKS.md`,
+//! `bench --components convs`).
 //!
 //! On devices with cmma/mma (CUDA) burn's autotune runs unchanged: it chooses per shape,
 //! by speed, among implicit-GEMM convolutions (f32 accumulation) and `conv_direct` (f16
-//! accumulation), so nothing here guarantees CUDA's f16 accuracy; that is the open GPU
-//! check of issue 4.
+//! accumulation), so nothing here guarantees CUDA's f16 accuracy: measure it with
+//! `tools/bench/check_precision.py` (`docs/BENCHMARKS.md`).
 use burn::nn::conv::Conv2d;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};

@@ -1,16 +1,16 @@
 //! Helpers shared by the UNet and VAE parity tests (fixtures by
 //! tools/reference/make_diffusion_fixtures.py; the single file by
 //! tools/reference/make_pipeline_fixtures.py).
-#![allow(dead_code)]
-use std::collections::{BTreeMap, HashMap};
+#![allow(dead_code)] // unet and vae use different subsets
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use burn::backend::NdArray;
 use burn::module::{ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 
-pub type B = NdArray<f32>;
+use crate::common::{metadata, read_all_stored_f32};
+pub use crate::common::{read_all, write_f32, Reference, B};
 
 /// f32 CPU against PyTorch f32: the bound. The tiny models' outputs are O(0.3-2)
 /// after ~30 layers; reordered float32 sums give errors around 1e-6.
@@ -33,38 +33,12 @@ pub fn single_file() -> PathBuf {
         .join("../tests/fixtures/pipeline/tiny-sdxl-single.safetensors")
 }
 
-/// Float32 tensors of a reference file.
-pub struct Reference(HashMap<String, (Vec<f32>, Vec<usize>)>);
-
-impl Reference {
-    pub fn load(name: &str) -> Self {
-        let bytes = std::fs::read(fixtures().join(name)).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        Self(
-            st.tensors()
-                .into_iter()
-                .map(|(k, v)| {
-                    assert_eq!(v.dtype(), safetensors::Dtype::F32, "{k}");
-                    let vals = v
-                        .data()
-                        .chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect();
-                    (k, (vals, v.shape().to_vec()))
-                })
-                .collect(),
-        )
-    }
-
-    pub fn get(&self, key: &str) -> &(Vec<f32>, Vec<usize>) {
-        self.0
-            .get(key)
-            .unwrap_or_else(|| panic!("reference has no {key}"))
-    }
-
-    pub fn tensor<const D: usize>(&self, key: &str) -> Tensor<B, D> {
-        let (v, s) = self.get(key);
-        Tensor::from_data(TensorData::new(v.clone(), s.clone()), &Default::default())
+/// A reference file of this folder (float32 tensors only).
+pub fn reference(name: &str) -> Reference {
+    let path = fixtures().join(name);
+    Reference {
+        tensors: read_all_stored_f32(&path),
+        meta: metadata(&path),
     }
 }
 
@@ -136,45 +110,6 @@ impl<Bk: Backend> ModuleVisitor<Bk> for ParamShapes {
     }
 }
 
-/// Writes `tensors` (float32) as a safetensors file.
-pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, (Vec<f32>, Vec<usize>)>) {
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
-        .iter()
-        .map(|(k, (v, s))| {
-            (
-                k.clone(),
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                s.clone(),
-            )
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
-        .iter()
-        .map(|(k, b, s)| {
-            (
-                k.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, path).unwrap();
-}
-
-/// Every floating-point tensor of a safetensors file as float32 (F16 upcast); integer
-/// tensors (the text encoder's int64 `position_ids` buffer) are left out.
-pub fn read_all(path: &Path) -> BTreeMap<String, (Vec<f32>, Vec<usize>)> {
-    use safetensors::Dtype;
-    let file = magicnaming_models::weights::SafetensorsFile::open(path).unwrap();
-    file.keys()
-        .filter(|k| {
-            let dtype = file.entry(k).unwrap().dtype;
-            matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64)
-        })
-        .map(|k| (k.to_string(), file.read_f32(k).unwrap()))
-        .collect()
-}
-
 /// `sdxl_keys.json` section `name`: key -> shape.
 pub fn sdxl_keys(name: &str) -> BTreeMap<String, Vec<usize>> {
     let text = std::fs::read_to_string(fixtures().join("sdxl_keys.json")).unwrap();
@@ -199,5 +134,5 @@ pub fn corrupt(src: &Path, dst: &Path, remove: &str, add: &str) {
     let mut all = read_all(src);
     assert!(all.remove(remove).is_some(), "{remove}");
     all.insert(add.to_string(), (vec![0.5; 3], vec![3]));
-    write_safetensors(dst, &all);
+    write_f32(dst, &all);
 }

@@ -9,8 +9,7 @@ use magicnaming_core::NameEmbedding;
 use magicnaming_models::schedulers::SchedulerKind;
 use magicnaming_models::sdxl::{GenerateOptions, SdxlPipeline, SdxlSource};
 
-mod common;
-use common::{max_abs_diff, Reference, B};
+use crate::common::{max_abs_diff, Reference, B};
 
 /// Final latents reach |x| ~ 46 here (the random UNet does not denoise); diffusers' own
 /// f32 vs f64 runs differ by 3e-5. 1e-3 is the bound for 5 steps.

@@ -1,15 +1,11 @@
 //! The CLI contracts of the text stack, driven as other tools drive them.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_magicnaming"));
-    c.env("RUST_LOG", "warn");
-    c
-}
+use crate::common::{self, bin, read_f32, write_f32};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/text")
+    common::fixtures().join("text")
 }
 
 fn run_ok(c: &mut Command) {
@@ -26,19 +22,6 @@ fn run_err(c: &mut Command) -> String {
     let out = c.output().unwrap();
     assert!(!out.status.success(), "{c:?} should fail");
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn read(path: &Path, name: &str) -> (Vec<f32>, Vec<usize>) {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let v = st.tensor(name).unwrap();
-    assert_eq!(v.dtype(), safetensors::Dtype::F32);
-    let vals = v
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    (vals, v.shape().to_vec())
 }
 
 /// Same bound as the library parity tests: f32 CPU vs PyTorch f32 on O(1) values.
@@ -65,12 +48,12 @@ fn encode_prompt_name_from_text_and_prepend_reproduce_the_reference() {
             .arg("--model")
             .arg(&model),
     );
-    let (pe, shape) = read(&out, "prompt_embeds");
+    let (pe, shape) = read_f32(&out, "prompt_embeds");
     assert_eq!(shape, vec![1, 77, 40]);
-    assert!(max_diff(&pe, &read(&reference, "prompt_embeds.0").0) <= TOL);
-    let (pooled, shape) = read(&out, "pooled_prompt_embeds");
+    assert!(max_diff(&pe, &read_f32(&reference, "prompt_embeds.0").0) <= TOL);
+    let (pooled, shape) = read_f32(&out, "pooled_prompt_embeds");
     assert_eq!(shape, vec![1, 20]);
-    assert!(max_diff(&pooled, &read(&reference, "pooled_prompt_embeds.0").0) <= TOL);
+    assert!(max_diff(&pooled, &read_f32(&reference, "pooled_prompt_embeds.0").0) <= TOL);
 
     let name = dir.path().join("obama.safetensors");
     run_ok(
@@ -80,9 +63,9 @@ fn encode_prompt_name_from_text_and_prepend_reproduce_the_reference() {
             .arg("--model")
             .arg(&model),
     );
-    let (n, shape) = read(&name, "name");
+    let (n, shape) = read_f32(&name, "name");
     assert_eq!(shape, vec![8, 40]);
-    assert!(max_diff(&n, &read(&reference, "name.0").0) <= TOL);
+    assert!(max_diff(&n, &read_f32(&reference, "name.0").0) <= TOL);
 
     // With --name: start token, the 8 name vectors, then the prompt's tokens 1..69.
     let named = dir.path().join("named.safetensors");
@@ -95,14 +78,14 @@ fn encode_prompt_name_from_text_and_prepend_reproduce_the_reference() {
             .arg("--name")
             .arg(&name),
     );
-    let (np, shape) = read(&named, "prompt_embeds");
+    let (np, shape) = read_f32(&named, "prompt_embeds");
     assert_eq!(shape, vec![1, 77, 40]);
     let d = 40;
     assert!(max_diff(&np[..d], &pe[..d]) <= TOL);
     assert!(max_diff(&np[d..9 * d], &n) <= TOL);
     assert!(max_diff(&np[9 * d..], &pe[d..69 * d]) <= TOL);
     // The pooled embedding is not touched by name prepending.
-    assert!(max_diff(&read(&named, "pooled_prompt_embeds").0, &pooled) <= TOL);
+    assert!(max_diff(&read_f32(&named, "pooled_prompt_embeds").0, &pooled) <= TOL);
 }
 
 #[test]
@@ -127,7 +110,7 @@ fn name_mix_interpolates_and_slerps() {
             .arg("--model")
             .arg(&model),
     );
-    let (va, vb) = (read(&a, "name").0, read(&b, "name").0);
+    let (va, vb) = (read_f32(&a, "name").0, read_f32(&b, "name").0);
     let mid = dir.path().join("mid.safetensors");
     run_ok(
         bin()
@@ -144,7 +127,7 @@ fn name_mix_interpolates_and_slerps() {
         .map(|(x, y)| 0.75 * x + 0.25 * y)
         .collect();
     // Linear interpolation in f32: a few ulps of O(1) values.
-    assert!(max_diff(&read(&mid, "name").0, &want) <= 1e-5);
+    assert!(max_diff(&read_f32(&mid, "name").0, &want) <= 1e-5);
     let s = dir.path().join("s.safetensors");
     run_ok(
         bin()
@@ -156,7 +139,7 @@ fn name_mix_interpolates_and_slerps() {
             .arg(&s),
     );
     assert!(
-        max_diff(&read(&s, "name").0, &vb) <= 1e-4,
+        max_diff(&read_f32(&s, "name").0, &vb) <= 1e-4,
         "slerp at t=1 is b"
     );
 }
@@ -205,14 +188,7 @@ fn bad_input_is_named_and_writes_nothing() {
     assert!(e.contains("/no/name.safetensors"), "{e}");
     // A name of the wrong width for this model.
     let wrong = dir.path().join("wrong.safetensors");
-    let bytes: Vec<u8> = vec![0u8; 8 * 3 * 4];
-    let view =
-        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![8, 3], &bytes).unwrap();
-    std::fs::write(
-        &wrong,
-        safetensors::serialize([("name", view)], None).unwrap(),
-    )
-    .unwrap();
+    write_f32(&wrong, "name", vec![8, 3], &[0.0; 8 * 3]);
     let e = run_err(
         bin()
             .args(["encode-prompt", "--prompt", "x", "--model"])

@@ -1,6 +1,5 @@
 //! Training the name head: parity of the optimizer step with PyTorch, learning a
 //! synthetic mapping, and the dataset format.
-use std::collections::HashMap;
 use std::path::Path;
 
 use burn::backend::{Autodiff, NdArray};
@@ -14,31 +13,13 @@ use magicnaming_models::train::synthetic::synthetic_dataset;
 use magicnaming_models::train::train_step;
 use magicnaming_models::train::{evaluate, train, Dataset, Identity, Split, TrainConfig};
 
+use crate::common::{metadata, read_all_stored_f32 as tensors};
+
 type B = NdArray<f32>;
 type A = Autodiff<B>;
 
-type Tensors = HashMap<String, (Vec<f32>, Vec<usize>)>;
-
-fn tensors(path: &Path) -> Tensors {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(k, v)| {
-            let vals = v
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            (k, (vals, v.shape().to_vec()))
-        })
-        .collect()
-}
-
 fn config(path: &Path) -> serde_json::Value {
-    let bytes = std::fs::read(path).unwrap();
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    serde_json::from_str(&meta.metadata().as_ref().unwrap()["config"]).unwrap()
+    serde_json::from_str(&metadata(path)["config"]).unwrap()
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {

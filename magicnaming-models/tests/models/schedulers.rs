@@ -2,7 +2,6 @@
 //! tools/reference/make_scheduler_fixtures.py): schedules, single steps fed diffusers' own
 //! inputs, and whole free-running loops with a deterministic fake model, for every case of
 //! `tests/fixtures/schedulers/cases.json` at 1, 5 and 30 steps.
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
@@ -11,6 +10,8 @@ use burn::tensor::{Tensor, TensorData};
 use magicnaming_models::schedulers::{DdimScheduler, Scheduler, SchedulerConfig, SchedulerKind};
 use magicnaming_models::ModelError;
 use serde_json::Value;
+
+use crate::common::{read_all_stored_f32, Tensors};
 
 type B = NdArray<f32>;
 
@@ -36,27 +37,14 @@ fn fixtures() -> PathBuf {
 
 struct Fixtures {
     cases: Vec<Value>,
-    tensors: HashMap<String, (Vec<f32>, Vec<usize>)>,
+    tensors: Tensors,
 }
 
 fn load() -> Fixtures {
     let cases: Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("cases.json")).unwrap())
             .unwrap();
-    let bytes = std::fs::read(fixtures().join("trajectories.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let tensors = st
-        .tensors()
-        .into_iter()
-        .map(|(k, v)| {
-            let vals = v
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            (k, (vals, v.shape().to_vec()))
-        })
-        .collect();
+    let tensors = read_all_stored_f32(&fixtures().join("trajectories.safetensors"));
     let cases = cases["cases"].as_array().unwrap().clone();
     assert!(cases.len() >= 15, "expected every fixture case");
     Fixtures { cases, tensors }

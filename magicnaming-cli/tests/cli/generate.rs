@@ -1,37 +1,8 @@
 //! `generate` as scripts drive it: --init-latents / --save-latents reproduce diffusers'
 //! final latents; bad requests fail with named errors before any work, writing nothing.
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_magicnaming"));
-    c.env("RUST_LOG", "warn");
-    c
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
-
-fn tensor(path: &Path, name: &str) -> (Vec<f32>, Vec<usize>) {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let v = st.tensor(name).unwrap();
-    (
-        v.data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        v.shape().to_vec(),
-    )
-}
-
-fn write(path: &Path, name: &str, shape: Vec<usize>, values: &[f32]) {
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view =
-        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes).unwrap();
-    std::fs::write(path, safetensors::serialize([(name, view)], None).unwrap()).unwrap();
-}
+use crate::common::{bin, fixtures, read_f32, write_f32};
 
 /// Runs `generate` on the tiny model; `extra` flags replace the defaults of the same name.
 fn generate(dir: &Path, extra: &[&str]) -> std::process::Output {
@@ -66,9 +37,9 @@ fn generate(dir: &Path, extra: &[&str]) -> std::process::Output {
 fn init_and_save_latents_reproduce_diffusers() {
     let dir = tempfile::tempdir().unwrap();
     let reference = fixtures().join("pipeline/reference.safetensors");
-    let (init, shape) = tensor(&reference, "init_latents");
+    let (init, shape) = read_f32(&reference, "init_latents");
     let init_path = dir.path().join("init.safetensors");
-    write(&init_path, "latents", shape.clone(), &init);
+    write_f32(&init_path, "latents", shape.clone(), &init);
     let saved = dir.path().join("final.safetensors");
     let out = generate(
         dir.path(),
@@ -84,9 +55,9 @@ fn init_and_save_latents_reproduce_diffusers() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (got, got_shape) = tensor(&saved, "latents");
+    let (got, got_shape) = read_f32(&saved, "latents");
     assert_eq!(got_shape, shape);
-    let (want, _) = tensor(&reference, "final_latents.euler");
+    let (want, _) = read_f32(&reference, "final_latents.euler");
     let d = got
         .iter()
         .zip(&want)
@@ -147,13 +118,13 @@ fn bad_requests_fail_by_name_and_write_nothing() {
         // The CPU backend (ndarray) has no f16: named, not silently upcast.
         (vec!["--precision".into(), "f16".into()], "ndarray"),
     ];
-    write(
+    write_f32(
         &dir.path().join("wrong.safetensors"),
         "latents",
         vec![1, 4, 6, 8],
         &[0.0; 192],
     );
-    write(
+    write_f32(
         &dir.path().join("narrow.safetensors"),
         "name",
         vec![8, 12],

@@ -5,15 +5,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_magicnaming"));
-    c.env("RUST_LOG", "warn");
-    c
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
+use crate::common::{bin, fixtures};
 
 /// A diffusers-style configuration folder of the tiny fixtures (no weights).
 fn tiny_config(root: &Path) -> PathBuf {

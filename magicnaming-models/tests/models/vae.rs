@@ -3,19 +3,17 @@
 //! folder (current and old attention names; the current one is the `vae/` of the complete
 //! tiny SDXL folder) and from the full single-file (LDM-key) SDXL checkpoint of
 //! tools/reference/make_pipeline_fixtures.py.
-mod diffusion_common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use crate::diffusion_common::*;
 use burn::module::Module;
 use burn::tensor::Tensor;
-use diffusion_common::*;
 use magicnaming_models::vae::{AutoencoderKL, AutoencoderKLConfig};
 use magicnaming_models::weights;
 
 fn check(vae: &AutoencoderKL<B>, what: &str) {
-    let r = Reference::load("reference_vae.safetensors");
+    let r = reference("reference_vae.safetensors");
     let decoded = vae.decode(r.tensor("latents")).unwrap();
     assert_close(&format!("{what} decode"), decoded, r.get("decoded"));
     let dist = vae.encode(r.tensor("image")).unwrap();

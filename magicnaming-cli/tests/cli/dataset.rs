@@ -9,15 +9,7 @@ use std::time::{Duration, Instant};
 use burn::backend::NdArray;
 use magicnaming_models::name_encoder::NameEncoder;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_magicnaming"));
-    c.env("RUST_LOG", "warn");
-    c
-}
+use crate::common::{bin, fixtures, raw_tensors};
 
 fn build_cmd(manifest: &Path, out: &Path) -> Command {
     let mut c = bin();
@@ -89,18 +81,10 @@ fn snapshot(dir: &Path) -> BTreeMap<String, String> {
         if name == "build-state.json" {
             continue;
         }
-        let bytes = std::fs::read(f.path()).unwrap();
         let value = if name.ends_with(".safetensors") {
-            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-            let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-            let tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = st
-                .tensors()
-                .into_iter()
-                .map(|(k, v)| (k, (v.shape().to_vec(), v.data().to_vec())))
-                .collect();
-            format!("{tensors:?} {:?}", meta.metadata())
+            format!("{:?}", raw_tensors(&f.path()))
         } else {
-            String::from_utf8(bytes).unwrap()
+            String::from_utf8(std::fs::read(f.path()).unwrap()).unwrap()
         };
         out.insert(name, value);
     }

@@ -8,8 +8,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 use magicnaming_models::sdxl::{GenerateOptions, SdxlPipeline, SdxlSource, SdxlTextEncoders};
 use magicnaming_models::Precision;
 
-mod common;
-use common::{max_abs_diff, Reference, B};
+use crate::common::{max_abs_diff, Reference, B};
 
 type F = Flex;
 

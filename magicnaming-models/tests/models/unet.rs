@@ -4,20 +4,18 @@
 //! conv projections, other heads and time options, fp16-only diffusers folder), each also as
 //! a single-file (LDM-key) checkpoint (A's is the full SDXL file of
 //! tools/reference/make_pipeline_fixtures.py).
-mod diffusion_common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use crate::diffusion_common::*;
 use burn::module::Module;
 use burn::tensor::Tensor;
-use diffusion_common::*;
 use magicnaming_models::sdxl::SdxlSource;
 use magicnaming_models::unet::{Timestep, UNet2DConditionModel, UNet2DConditionModelConfig};
 use magicnaming_models::weights;
 
-fn check_outputs(unet: &UNet2DConditionModel<B>, reference: &str, what: &str) {
-    let r = Reference::load(reference);
+fn check_outputs(unet: &UNet2DConditionModel<B>, file: &str, what: &str) {
+    let r = reference(file);
     for i in 0..2 {
         let t = r.get(&format!("timestep.{i}"));
         // Reference 0 was made with a Python float timestep, 1 with a [B] tensor.
@@ -48,7 +46,7 @@ fn embeddings_match_diffusers_timesteps() {
     let unet =
         UNet2DConditionModel::<B>::load_diffusers(tiny_sdxl().join("unet"), &Default::default())
             .unwrap();
-    let r = Reference::load("reference_unet_a.safetensors");
+    let r = reference("reference_unet_a.safetensors");
     let batch = r.get("sample").1[0];
     let t0: Tensor<B, 1> = Tensor::full([batch], r.get("timestep.0").0[0], &Default::default());
     // sin/cos of float32 arguments up to 999: PyTorch's and Rust's libm agree to a few ulps.
@@ -339,7 +337,7 @@ fn shard(src: &Path, dir: &Path, stem: &str) -> std::path::PathBuf {
             .iter()
             .map(|(k, v)| ((*k).clone(), (*v).clone()))
             .collect();
-        write_safetensors(&dir.join(&name), &tensors);
+        write_f32(&dir.join(&name), &tensors);
         for (k, _) in part {
             map.insert((*k).clone(), serde_json::Value::String(name.clone()));
         }

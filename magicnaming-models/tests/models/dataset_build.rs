@@ -16,6 +16,8 @@ use magicnaming_models::train::{
 };
 use magicnaming_models::ModelError;
 
+use crate::common::raw_tensors;
+
 type B = NdArray<f32>;
 
 /// Batched against one-image (one-name) forward passes of the same f32 operations: only
@@ -300,18 +302,10 @@ fn snapshot(dir: &Path) -> BTreeMap<String, String> {
         if name == BUILD_STATE_FILE {
             continue;
         }
-        let bytes = std::fs::read(f.path()).unwrap();
         let value = if name.ends_with(".safetensors") {
-            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-            let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-            let tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = st
-                .tensors()
-                .into_iter()
-                .map(|(k, v)| (k, (v.shape().to_vec(), v.data().to_vec())))
-                .collect();
-            format!("{tensors:?} {:?}", meta.metadata())
+            format!("{:?}", raw_tensors(&f.path()))
         } else {
-            String::from_utf8(bytes).unwrap()
+            String::from_utf8(std::fs::read(f.path()).unwrap()).unwrap()
         };
         out.insert(name, value);
     }

@@ -5,11 +5,7 @@ use std::time::{Duration, Instant};
 
 use magicnaming_models::train::synthetic::synthetic_dataset;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_magicnaming"));
-    c.env("RUST_LOG", "warn");
-    c
-}
+use crate::common::{bin, raw_tensors};
 
 fn train_cmd(data: &Path, out: &Path, resume: bool) -> Command {
     let mut c = bin();
@@ -35,13 +31,8 @@ fn train_cmd(data: &Path, out: &Path, resume: bool) -> Command {
 }
 
 /// Every tensor of a file, by name (the header's metadata order varies between runs).
-fn tensors(path: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<u8>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(k, v)| (k, (v.shape().to_vec(), v.data().to_vec())))
-        .collect()
+fn tensors(path: &Path) -> impl PartialEq + std::fmt::Debug {
+    raw_tensors(path).0
 }
 
 fn checkpoint_step(out: &Path) -> Option<u64> {

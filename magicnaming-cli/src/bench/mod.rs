@@ -1,0 +1,92 @@
+//! `bench`: times SDXL's components and the CLIP image towers on one device:
+//! both text encoders on one prompt (with the unconditional embeddings, as a guided
+//! pipeline makes them), one UNet step at batch 2 (guidance), the VAE decode, a whole
+//! image through [`SdxlPipeline`](magicnaming_models::sdxl::SdxlPipeline), and the image
+//! towers at a batch. Each runs `--warmup` times untimed (the first run of a shape pays
+//! burn's autotune and kernel compilation on GPU backends), then `--iters` times timed;
+//! the median, min and max are reported.
+//!
+//! GPU backends are asynchronous: every run ends with `B::sync`, and its outputs stay
+//! alive until then, so the clock is read once the device has finished the work.
+//!
+//! Models are SDXL base's presets with random weights (no files needed), the
+//! configurations of a diffusers-style `--config` folder with random weights, or a real
+//! model (`--model`). `tools/bench/bench_diffusers.py` times the same shapes with
+//! diffusers; `tools/bench/run_gpu.sh` runs both on a GPU.
+//!
+//! Autotune cache (burn 0.21 / cubecl 0.10): results persist in
+//! `<nearest ancestor of the working directory holding a Cargo.toml>/target/autotune/`,
+//! or in `<user cache dir>/cubecl/autotune/` when there is none; a `cubecl.toml` (or a
+//! `[cubecl]` section of `burn.toml`) in the working directory or above, holding
+//! `[autotune]` / `cache = { file = "DIR" }`, moves it to `DIR/autotune/`. There is no
+//! environment variable for the location; `CUBECL_AUTOTUNE_LEVEL` sets the effort.
+//!
+//! The files: `args` (the flags and their checks), `models` (real or random models, image
+//! towers), `timing` (warm-ups, timed runs, statistics), `sdxl`, `towers` and `layers` (the
+//! components), `report` (the JSON report and the table).
+mod args;
+mod layers;
+mod models;
+mod report;
+mod sdxl;
+mod timing;
+mod towers;
+
+use anyhow::{bail, Result};
+use burn::tensor::backend::Backend;
+use burn::tensor::DType;
+use magicnaming_models::sdxl::SdxlSource;
+
+pub use self::args::BenchArgs;
+use self::args::Component;
+use self::models::Models;
+use self::report::{print_table, Recorder};
+use crate::device::Job;
+
+impl Job for BenchArgs {
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        self.check()?;
+        let float = self.float();
+        // Weights are cast to --dtype; inputs, latents and scheduler arithmetic stay f32
+        // and each model casts at its boundary, as the pipeline runs them.
+        if !B::supports_dtype(&device, DType::from(float)) {
+            bail!(
+                "--dtype {:?} is not supported by {}",
+                self.dtype,
+                B::name(&device)
+            );
+        }
+        B::seed(&device, self.seed);
+        if self.no_kernels {
+            magicnaming_models::nn::kernels::set_enabled(false);
+        }
+        let models = match &self.model {
+            Some(m) => Models::Files(SdxlSource::from_path(m, self.config.as_deref())?),
+            None => Models::Random(self.config.clone()),
+        };
+        let mut rec = Recorder::new::<B>(&self, &models, &device);
+        let sdxl = [
+            Component::Text,
+            Component::Unet,
+            Component::Vae,
+            Component::Image,
+        ];
+        if sdxl.iter().any(|&c| self.has(c)) {
+            self.bench_sdxl::<B>(&models, &device, &mut rec)?;
+        }
+        if self.has(Component::Towers) {
+            self.bench_towers::<B>(&device, &mut rec)?;
+        }
+        if self.has(Component::Norms) {
+            self.bench_norms::<B>(&device, &mut rec)?;
+        }
+        if self.has(Component::Convs) {
+            self.bench_convs::<B>(&device, &mut rec)?;
+        }
+        print_table(&rec.report());
+        if let Some(p) = &self.json {
+            log::info!("wrote {}", p.display());
+        }
+        Ok(())
+    }
+}

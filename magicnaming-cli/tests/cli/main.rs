@@ -1,0 +1,11 @@
+//! The CLI as scripts and users drive it: each test runs the built `magicnaming` binary.
+//! One test binary for the whole crate (each `tests/*.rs` file would link on its own); run
+//! one group with a filter, e.g. `cargo test --release -p magicnaming-cli --test cli train::`.
+
+mod common;
+
+mod bench;
+mod dataset;
+mod generate;
+mod text;
+mod train;
