@@ -15,7 +15,7 @@
 //! ```
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use magicnaming::models::sdxl::png::encode_png;
 use magicnaming::prelude::*;
 

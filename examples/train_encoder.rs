@@ -15,10 +15,10 @@
 //! ```
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use magicnaming::burn::backend::Autodiff;
 use magicnaming::models::train::{
-    build_dataset, train, BuildConfig, BuildSources, Dataset, TrainConfig,
+    BuildConfig, BuildSources, Dataset, TrainConfig, build_dataset, train,
 };
 use magicnaming::prelude::*;
 
@@ -138,7 +138,7 @@ fn run<B: Backend>(job: TrainEncoder, device: B::Device) -> Result<()> {
         &encoder_dir,
         &train_config,
         false,
-        &[device.clone()],
+        std::slice::from_ref(&device),
     )?;
     let (first, last) = (
         &summary.metrics[0],

@@ -43,7 +43,9 @@ pub enum BackendError {
     #[error("{0}")]
     Parse(String),
     /// A device of a backend this build does not include.
-    #[error("backend `{backend}` is not compiled in (compiled in: {compiled}); rebuild with `--features {backend}`")]
+    #[error(
+        "backend `{backend}` is not compiled in (compiled in: {compiled}); rebuild with `--features {backend}`"
+    )]
     NotCompiled {
         /// The cargo feature that would include it.
         backend: &'static str,

@@ -51,6 +51,6 @@ pub use burn;
 pub use image;
 pub use magicnaming_core as core;
 pub use magicnaming_core::{
-    interpolate, mix, prepend, slerp, NameEmbedding, NameError, NameHead, NameHeadConfig,
+    NameEmbedding, NameError, NameHead, NameHeadConfig, interpolate, mix, prepend, slerp,
 };
 pub use magicnaming_models as models;

@@ -6,10 +6,10 @@
 //! ([`DefaultBackend`]) with the runtime device choice ([`DeviceSpec`]).
 #[cfg(any(feature = "ndarray", feature = "wgpu", feature = "cuda"))]
 pub use crate::backend::DefaultBackend;
-pub use crate::backend::{dispatch, parse_devices, DeviceSpec, Job};
+pub use crate::backend::{DeviceSpec, Job, dispatch, parse_devices};
 pub use burn::tensor::backend::Backend;
 pub use magicnaming_core::{
-    interpolate, mix, prepend, slerp, NameEmbedding, NameError, DEFAULT_NAME_TOKENS,
+    DEFAULT_NAME_TOKENS, NameEmbedding, NameError, interpolate, mix, prepend, slerp,
 };
 pub use magicnaming_models::name_encoder::{
     BatchOptions, NameEncoder, NamePrediction, OnBadImage, Reduce, SkippedImage,

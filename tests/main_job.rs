@@ -23,7 +23,7 @@ fn root() -> PathBuf {
 #[test]
 fn photo_to_name_to_image_and_interpolation() {
     let device = Default::default();
-    let encoder = NameEncoder::<B>::load(&root().join("assets/tiny-encoder"), &device).unwrap();
+    let encoder = NameEncoder::<B>::load(root().join("assets/tiny-encoder"), &device).unwrap();
     let a = encoder
         .predict_one(root().join("assets/face_a.png"))
         .unwrap();

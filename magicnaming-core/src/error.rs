@@ -14,7 +14,9 @@ use alloc::vec::Vec;
 #[derive(Debug, thiserror::Error)]
 pub enum NameError {
     /// The name's token dimension differs from the prompt embeddings'.
-    #[error("name token dimension {name_dim} does not match the prompt embeddings' dimension {prompt_dim}")]
+    #[error(
+        "name token dimension {name_dim} does not match the prompt embeddings' dimension {prompt_dim}"
+    )]
     DimMismatch {
         /// `D` of the name.
         name_dim: usize,
@@ -23,7 +25,9 @@ pub enum NameError {
     },
     /// A name with `K` tokens cannot be spliced into a sequence of length `L <= K`
     /// (the start token must stay).
-    #[error("a name of {tokens} tokens does not fit a prompt sequence of length {seq_len} (needs tokens < length)")]
+    #[error(
+        "a name of {tokens} tokens does not fit a prompt sequence of length {seq_len} (needs tokens < length)"
+    )]
     TooManyTokens {
         /// `K` of the name.
         tokens: usize,
@@ -83,7 +87,9 @@ pub enum NameError {
         what: &'static str,
     },
     /// Spherical interpolation of two opposite token vectors has no unique path.
-    #[error("slerp: token {token} of the two names points in opposite directions (cosine {cosine:.6}); the great circle between them is not unique")]
+    #[error(
+        "slerp: token {token} of the two names points in opposite directions (cosine {cosine:.6}); the great circle between them is not unique"
+    )]
     Antiparallel {
         /// Index of the token vector.
         token: usize,

@@ -29,9 +29,9 @@ mod ops;
 pub use error::NameError;
 pub use head::{HeadActivation, NameHead, NameHeadConfig};
 #[cfg(feature = "std")]
-pub use io::{write_atomic, NAME_FORMAT, NAME_TENSOR};
+pub use io::{NAME_FORMAT, NAME_TENSOR, write_atomic};
 pub use name::NameEmbedding;
-pub use ops::{interpolate, mix, prepend, slerp, NameTokens};
+pub use ops::{NameTokens, interpolate, mix, prepend, slerp};
 
 /// Result type of this crate.
 pub type Result<T> = core::result::Result<T, NameError>;

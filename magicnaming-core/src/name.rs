@@ -1,7 +1,7 @@
 //! The name embedding: `K` token vectors of dimension `D`.
 use alloc::format;
 use alloc::string::String;
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{Tensor, backend::Backend};
 
 use crate::{NameError, Result};
 

@@ -2,7 +2,7 @@
 use alloc::format;
 use alloc::vec;
 use alloc::vec::Vec;
-use burn::tensor::{backend::Backend, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 use crate::{NameEmbedding, NameError, Result};
 

@@ -2,7 +2,7 @@
 use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
 use magicnaming_core::{
-    interpolate, mix, prepend, slerp, HeadActivation, NameEmbedding, NameError, NameHeadConfig,
+    HeadActivation, NameEmbedding, NameError, NameHeadConfig, interpolate, mix, prepend, slerp,
 };
 
 type B = NdArray<f32>;

@@ -183,10 +183,11 @@ fn no_import_points_up_the_layering() {
             continue;
         }
         for p in paths(&code(text), me) {
-            if let Some(target) = resolve(&p) {
-                if &target != me && !target.is_empty() {
-                    edges.insert((me.clone(), target));
-                }
+            if let Some(target) = resolve(&p)
+                && &target != me
+                && !target.is_empty()
+            {
+                edges.insert((me.clone(), target));
             }
         }
     }

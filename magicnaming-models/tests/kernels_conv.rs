@@ -7,15 +7,15 @@
 
 use burn::backend::NdArray;
 use burn::module::Param;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Tensor, TensorData};
 use magicnaming_models::nn::precision::cast_module;
-use magicnaming_models::{conv, kernels};
+use magicnaming_models::nn::{conv, kernels};
 
 mod kernels_common;
-use kernels_common::{lock, noise, round_f16, values, wgpu_has_tensor_cores, Fused, Plain};
+use kernels_common::{Fused, Plain, lock, noise, round_f16, values, wgpu_has_tensor_cores};
 
 /// One convolution case.
 #[derive(Clone, Debug)]

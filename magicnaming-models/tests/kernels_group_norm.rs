@@ -19,7 +19,7 @@ use magicnaming_models::nn::norm::{group_norm, group_norm_silu};
 use magicnaming_models::nn::precision::cast_module;
 
 mod kernels_common;
-use kernels_common::{lock, max_excess, noise, round_f16, values, Fused, Plain};
+use kernels_common::{Fused, Plain, lock, max_excess, noise, round_f16, values};
 
 /// One GroupNorm case: shape, groups, and the input's mean and spread.
 #[derive(Clone, Debug)]

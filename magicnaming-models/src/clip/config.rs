@@ -4,10 +4,10 @@
 use std::path::Path;
 
 use burn::config::Config;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
-use crate::json::read_json;
 use crate::ModelError;
+use crate::json::read_json;
 
 /// Activation of the CLIP MLPs, as transformers names it in `hidden_act`.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -107,10 +107,10 @@ fn merge(defaults: Value, file: &Map<String, Value>, path: &Path) -> crate::Resu
     let mut out = defaults;
     let obj = out.as_object_mut().expect("defaults are an object");
     for (key, slot) in obj.iter_mut() {
-        if let Some(v) = file.get(key) {
-            if !v.is_null() {
-                *slot = v.clone();
-            }
+        if let Some(v) = file.get(key)
+            && !v.is_null()
+        {
+            *slot = v.clone();
         }
     }
     let act = obj["hidden_act"].as_str().unwrap_or_default().to_string();
@@ -224,10 +224,10 @@ impl ClipVisionConfig {
         // visual_projection uses that one even when vision_config has its own (transformers
         // 5 writes the CLIPVisionConfig default, 512, there).
         let full = root.get("vision_config").is_some_and(Value::is_object);
-        if full || !sec.contains_key("projection_dim") {
-            if let Some(p) = root.get("projection_dim").filter(|v| !v.is_null()) {
-                merged["projection_dim"] = p.clone();
-            }
+        if (full || !sec.contains_key("projection_dim"))
+            && let Some(p) = root.get("projection_dim").filter(|v| !v.is_null())
+        {
+            merged["projection_dim"] = p.clone();
         }
         let c: Self = serde_json::from_value(merged)
             .map_err(|e| ModelError::config(path, format!("vision config: {e}")))?;

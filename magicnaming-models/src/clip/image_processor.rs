@@ -14,7 +14,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use serde_json::Value;
 
-use super::image_transforms::{resize_and_crop, Resample, Rgb8};
+use super::image_transforms::{Resample, Rgb8, resize_and_crop};
 use super::image_utils::{decode_image, to_rgb8_like_pil};
 use crate::json::read_json;
 use crate::{ModelError, Result};
@@ -132,7 +132,7 @@ impl ClipImageProcessorConfig {
                 {
                     return Err(bad(format!(
                         "`size` = {size}: only shortest_edge or height/width are supported"
-                    )))
+                    )));
                 }
                 Value::Object(m) if m.contains_key("shortest_edge") => {
                     ResizeTarget::ShortestEdge(int(&m["shortest_edge"], "size.shortest_edge")?)
@@ -147,7 +147,7 @@ impl ClipImageProcessorConfig {
                 _ => {
                     return Err(bad(format!(
                         "`size` = {size}: expected shortest_edge or height/width"
-                    )))
+                    )));
                 }
             };
         }
@@ -164,7 +164,7 @@ impl ClipImageProcessorConfig {
                 _ => {
                     return Err(bad(format!(
                         "`crop_size` = {crop}: expected height/width or an integer"
-                    )))
+                    )));
                 }
             };
         }
@@ -229,11 +229,7 @@ impl ClipImageProcessorConfig {
                 let (short, long) = if w <= h { (w, h) } else { (h, w) };
                 // Python: int(s * long / short), true division in double.
                 let new_long = ((s * long) as f64 / short as f64) as usize;
-                if w <= h {
-                    (new_long, s)
-                } else {
-                    (s, new_long)
-                }
+                if w <= h { (new_long, s) } else { (s, new_long) }
             }
         })
     }

@@ -47,13 +47,13 @@ pub fn decode_image(path: &Path) -> Result<DynamicImage> {
             return Err(image_error(
                 path,
                 "not an image in a supported format (PNG, JPEG, WebP, BMP, TIFF, GIF)",
-            ))
+            ));
         }
         Some(ImageFormat::Jpeg) if !jpeg_is_complete(&bytes) => {
             return Err(image_error(
                 path,
                 "truncated JPEG: no end-of-image marker after the last scan",
-            ))
+            ));
         }
         Some(_) => {}
     }
@@ -158,7 +158,7 @@ pub fn to_rgb8_like_pil(img: &DynamicImage, path: &Path) -> Result<RgbImage> {
                     "pixel format {:?} is not supported (8/16-bit gray or RGB(A) only)",
                     other.color()
                 ),
-            ))
+            ));
         }
     })
 }

@@ -14,7 +14,7 @@
 //! | open_clip | `ln_final` | `final_layer_norm` |
 //! | open_clip | `text_projection` `[H, P]` (used as `x @ W`) | `text_projection.weight` `[P, H]` (transposed) |
 //! | open_clip | `logit_scale`, `attn_mask`, `visual.*` | ignored (not part of the text tower) |
-use crate::weights::{keys_under, Mapped, SafetensorsFile, Transform};
+use crate::weights::{Mapped, SafetensorsFile, Transform, keys_under};
 
 /// Remap for a transformers CLIP text tower stored under `prefix` (`""` for a diffusers
 /// `text_encoder/` file, `conditioner.embedders.0.transformer.` in an SDXL single file).

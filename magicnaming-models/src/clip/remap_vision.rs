@@ -20,7 +20,7 @@
 //!
 //! Any other key of the tower's scope (layer scale `ls_1`, attention pooling...) is kept
 //! under an `<unmapped>.` name so the load report names it as unused.
-use crate::weights::{keys_under, Mapped, SafetensorsFile, Transform};
+use crate::weights::{Mapped, SafetensorsFile, Transform, keys_under};
 use crate::{ModelError, Result};
 
 /// Where a file keeps its image tower.

@@ -19,8 +19,8 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 use serde_json::Value;
 
 use super::config::ClipVisionConfig;
@@ -29,7 +29,7 @@ use super::remap_vision::VisionLayout;
 use super::vision::ClipVisionModel;
 use super::vision_arch::{infer_vision_config, is_open_clip_config, vision_config_from_open_clip};
 use crate::json::read_json;
-use crate::weights::{load_module, SafetensorsFile};
+use crate::weights::{SafetensorsFile, load_module};
 use crate::{ModelError, Result};
 
 /// Weight files of a tower folder, in order of preference.

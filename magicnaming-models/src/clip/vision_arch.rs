@@ -50,12 +50,13 @@ pub fn vision_config_from_open_clip(root: &Value, path: &Path) -> Result<ClipVis
         ("scale_attn", Value::Bool(false)),
         ("scale_fc", Value::Bool(false)),
     ] {
-        if let Some(v) = vision.get(key) {
-            if *v != default && !(v.is_null() && default.is_null()) {
-                return Err(bad(format!(
-                    "open_clip vision_cfg.{key} = {v} is not supported (only the plain ViT of CLIP ViT-L/14 and ViT-bigG/14)"
-                )));
-            }
+        if let Some(v) = vision.get(key)
+            && *v != default
+            && !(v.is_null() && default.is_null())
+        {
+            return Err(bad(format!(
+                "open_clip vision_cfg.{key} = {v} is not supported (only the plain ViT of CLIP ViT-L/14 and ViT-bigG/14)"
+            )));
         }
     }
     let int = |key: &str, default: u64| -> Result<usize> {
@@ -352,9 +353,11 @@ mod tests {
         shapes.remove("transformer.resblocks.47.mlp.c_fc.weight");
         assert!(preset_for(&tower_shapes(&layout, &shapes).unwrap()).is_none());
         shapes.remove("transformer.resblocks.3.mlp.c_fc.weight");
-        assert!(tower_shapes(&layout, &shapes)
-            .unwrap_err()
-            .contains("not 0.."));
+        assert!(
+            tower_shapes(&layout, &shapes)
+                .unwrap_err()
+                .contains("not 0..")
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The `config.json` of a name encoder folder (see the parent module).
 use std::path::{Path, PathBuf};
 
-use magicnaming_core::{HeadActivation, NameHeadConfig, DEFAULT_NAME_TOKENS, SDXL_TOKEN_DIM};
-use serde_json::{json, Map, Value};
+use magicnaming_core::{DEFAULT_NAME_TOKENS, HeadActivation, NameHeadConfig, SDXL_TOKEN_DIM};
+use serde_json::{Map, Value, json};
 
 use crate::json::read_json;
 use crate::{ModelError, Result};
@@ -132,7 +132,7 @@ impl NameEncoderConfig {
             Some(v) => {
                 return Err(bad(format!(
                     "`image_embed_dims` = {v}: expected [P_L, P_G]"
-                )))
+                )));
             }
         };
         let num_tokens = size(obj.get("num_tokens"), "num_tokens", DEFAULT_NAME_TOKENS)?;
@@ -144,7 +144,7 @@ impl NameEncoderConfig {
             Some(v) => {
                 return Err(bad(format!(
                     "`head` = {v}: expected an object of NameHeadConfig fields"
-                )))
+                )));
             }
         };
         if let Some(extra) = h.keys().find(|k| {
@@ -196,7 +196,7 @@ impl NameEncoderConfig {
                 _ => {
                     return Err(bad(format!(
                         "`head.activation` = {v}: expected gelu, relu or silu"
-                    )))
+                    )));
                 }
             };
         }

@@ -1,8 +1,8 @@
 //! [`NameEncoder`]: photo in, name out (the two towers, then the name head).
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 use image::DynamicImage;
 use magicnaming_core::{NameEmbedding, NameHead};
 
@@ -11,7 +11,7 @@ use super::head_io::{load_head, save_head};
 use super::image_embedder::{ImageEmbedder, OnBadImage, SkippedImage};
 use crate::clip::image_processor::ClipImageProcessorConfig;
 use crate::clip::image_utils::decode_image;
-use crate::clip::tower::{parse_config_value, ClipVisionTower};
+use crate::clip::tower::{ClipVisionTower, parse_config_value};
 use crate::{ModelError, Result};
 
 /// How a batch call turns several photos into names (see [`BatchOptions`]).

@@ -5,7 +5,7 @@ use burn::tensor::backend::Backend;
 use magicnaming_core::{NameHead, NameHeadConfig};
 
 use crate::weights::write::f32_safetensors;
-use crate::weights::{load_module, Mapped, SafetensorsFile};
+use crate::weights::{Mapped, SafetensorsFile, load_module};
 use crate::{ModelError, Result};
 
 /// Value of the `format` metadata of `head.safetensors`.

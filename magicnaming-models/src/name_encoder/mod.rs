@@ -26,7 +26,7 @@ mod image_embedder;
 
 pub use config::{NameEncoderConfig, TowerRef};
 pub use encoder::{BatchOptions, NameEncoder, NamePrediction, Reduce};
-pub use head_io::{head_to_safetensors_bytes, load_head, save_head, HEAD_FORMAT};
+pub use head_io::{HEAD_FORMAT, head_to_safetensors_bytes, load_head, save_head};
 pub use image_embedder::{
-    EmbeddedImages, ImageEmbedder, OnBadImage, SkippedImage, TowerPixels, DEFAULT_BATCH_SIZE,
+    DEFAULT_BATCH_SIZE, EmbeddedImages, ImageEmbedder, OnBadImage, SkippedImage, TowerPixels,
 };

@@ -3,8 +3,8 @@
 //! cubecl device without tensor cores, burn's op in f32, cast back
 //! ([`super::kernels::conv2d`]), because burn's f16 convolution there sums in f16.
 use burn::nn::conv::Conv2d;
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 
 /// `conv.forward(x)`, computed in f32 for half-precision tensors on cubecl devices
 /// without tensor cores (see the module docs).

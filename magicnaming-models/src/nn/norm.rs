@@ -48,11 +48,7 @@ fn group_norm_then<B: Backend, const D: usize>(
         Ok(y) => y,
         Err(x) => {
             let y = forward_f32(norm, x, |n, x| n.forward(x));
-            if then_silu {
-                silu(y)
-            } else {
-                y
-            }
+            if then_silu { silu(y) } else { y }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Building a scheduler from a `scheduler_config.json`: the file's own class, or another
 //! kind the way diffusers' `XScheduler.from_config(pipe.scheduler.config, **overrides)` does.
 use burn::tensor::backend::Backend;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::config::SchedulerConfig;
 use super::ddim::{self, DdimScheduler};
@@ -47,14 +47,18 @@ impl SchedulerConfig {
                     .find(|k| k.class_name() == class);
                 match kind {
                     Some(SchedulerKind::DpmPp2mKarras) => {
-                        return Ok(Box::new(DpmSolverMultistepScheduler::new(self.dpm_solver_multistep(&[])?)?))
+                        return Ok(Box::new(DpmSolverMultistepScheduler::new(
+                            self.dpm_solver_multistep(&[])?,
+                        )?));
                     }
                     Some(kind) => kind,
                     None => {
                         return Err(ModelError::config(
                             &self.source,
-                            format!("unsupported scheduler class {class}; choose a scheduler by name instead"),
-                        ))
+                            format!(
+                                "unsupported scheduler class {class}; choose a scheduler by name instead"
+                            ),
+                        ));
                     }
                 }
             }

@@ -8,8 +8,8 @@
 //! Karras ramp, `_sigma_to_t`) run in f64 with numpy's formulas. The one known difference:
 //! torch's vectorised `linspace` kernel rounds some elements 1 ulp differently from its scalar
 //! formula (used here), which moves sigmas by at most ~2.4e-7 relative.
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 
 use super::config::{BetaSchedule, PredictionType};
 use crate::ModelError;
@@ -105,10 +105,11 @@ pub(crate) fn alphas_cumprod(p: &BetaParams, zero_snr_clamp: bool) -> crate::Res
         betas = rescale_zero_terminal_snr(&betas);
     }
     let mut ac = cumprod(betas.iter().map(|&b| 1.0f32 - b));
-    if p.rescale_betas_zero_snr && zero_snr_clamp {
-        if let Some(last) = ac.last_mut() {
-            *last = 2f32.powi(-24);
-        }
+    if p.rescale_betas_zero_snr
+        && zero_snr_clamp
+        && let Some(last) = ac.last_mut()
+    {
+        *last = 2f32.powi(-24);
     }
     Ok(ac)
 }

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::ModelError;
 
@@ -115,7 +115,7 @@ impl SchedulerConfig {
                 return Err(ModelError::config(
                     &source,
                     format!("_class_name {other} is not a string"),
-                ))
+                ));
             }
         };
         let used_defaults: Vec<&str> = match obj.get("_use_default_values") {

@@ -1,13 +1,13 @@
 //! `DDIMScheduler` (diffusers 0.42.1, `scheduling_ddim.py`): denoising diffusion implicit
 //! models (arXiv:2010.02502), deterministic for `eta = 0` (the SDXL pipeline's default).
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::common::{self, BetaParams};
 use super::config::{BetaSchedule, PredictionType, TimestepSpacing};
-use super::scheduler::{check_index, check_shape, noise_or_draw, Scheduler, SchedulerKind};
+use super::scheduler::{Scheduler, SchedulerKind, check_index, check_shape, noise_or_draw};
 use crate::ModelError;
 
 /// The diffusers class name.

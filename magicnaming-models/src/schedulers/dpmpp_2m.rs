@@ -1,14 +1,14 @@
 //! `DPMSolverMultistepScheduler` (diffusers 0.42.1, `scheduling_dpmsolver_multistep.py`)
 //! with `algorithm_type: dpmsolver++` and solver order 1 or 2: "DPM++ 2M", and with
 //! `use_karras_sigmas: true` "DPM++ 2M Karras" (arXiv:2211.01095).
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::common::{self, BetaParams};
 use super::config::{BetaSchedule, FinalSigmasType, PredictionType, TimestepSpacing};
-use super::scheduler::{check_index, check_shape, Scheduler, SchedulerKind};
+use super::scheduler::{Scheduler, SchedulerKind, check_index, check_shape};
 use crate::ModelError;
 
 /// The diffusers class name.

@@ -1,16 +1,16 @@
 //! `EulerDiscreteScheduler` (diffusers 0.42.1, `scheduling_euler_discrete.py`): Euler steps
 //! of the probability-flow ODE in sigma space (Karras et al. 2022, Algorithm 2, with
 //! `s_churn = 0` as the SDXL pipeline calls it). SDXL base's own scheduler.
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::common::{self, BetaParams};
 use super::config::{
     BetaSchedule, FinalSigmasType, InterpolationType, PredictionType, TimestepSpacing, TimestepType,
 };
-use super::scheduler::{check_index, check_shape, Scheduler, SchedulerKind};
+use super::scheduler::{Scheduler, SchedulerKind, check_index, check_shape};
 use crate::ModelError;
 
 /// The diffusers class name.

@@ -1,15 +1,15 @@
 //! `EulerAncestralDiscreteScheduler` (diffusers 0.42.1,
 //! `scheduling_euler_ancestral_discrete.py`): an Euler step down to `sigma_down`, then fresh
 //! noise of standard deviation `sigma_up` (k-diffusion's `sample_euler_ancestral`, eta 1).
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::common::{self, BetaParams};
 use super::config::{BetaSchedule, PredictionType, TimestepSpacing};
 use super::euler::{euler_init_noise_sigma, spaced_timesteps};
-use super::scheduler::{check_index, check_shape, noise_or_draw, Scheduler, SchedulerKind};
+use super::scheduler::{Scheduler, SchedulerKind, check_index, check_shape, noise_or_draw};
 use crate::ModelError;
 
 /// The diffusers class name.

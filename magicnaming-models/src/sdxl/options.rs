@@ -1,6 +1,6 @@
 //! What to generate: [`GenerateOptions`], SDXL base's defaults with builder methods.
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 use magicnaming_core::NameEmbedding;
 
 use crate::schedulers::SchedulerKind;

@@ -2,8 +2,8 @@
 //! and its conversion to RGB and PNG.
 use std::path::Path;
 
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 
 use super::png::{encode_png, to_rgb8};
 use crate::{ModelError, Result};

@@ -77,7 +77,9 @@ impl<B: Backend> SdxlPipeline<B> {
         if unet_d != text_d {
             return Err(ModelError::config(
                 source.display_path(),
-                format!("the UNet's cross_attention_dim {unet_d} differs from the text encoders' width {text_d}"),
+                format!(
+                    "the UNet's cross_attention_dim {unet_d} differs from the text encoders' width {text_d}"
+                ),
             ));
         }
         Ok(pipeline)
@@ -109,32 +111,32 @@ impl<B: Backend> SdxlPipeline<B> {
             return bad(format!("guidance must be finite, got {}", options.guidance));
         }
         let shape = self.latent_shape(options);
-        if let Some(l) = &options.init_latents {
-            if l.dims() != shape {
-                return bad(format!(
-                    "init latents have shape {:?}, expected {shape:?} for {}x{}",
-                    l.dims(),
-                    options.width,
-                    options.height
-                ));
-            }
+        if let Some(l) = &options.init_latents
+            && l.dims() != shape
+        {
+            return bad(format!(
+                "init latents have shape {:?}, expected {shape:?} for {}x{}",
+                l.dims(),
+                options.width,
+                options.height
+            ));
         }
-        if let Some(n) = &options.name {
-            if n.dim() != self.text.token_dim() {
-                return bad(format!(
-                    "the name has {}-d tokens, the model's prompt embeddings are {}-d",
-                    n.dim(),
-                    self.text.token_dim()
-                ));
-            }
+        if let Some(n) = &options.name
+            && n.dim() != self.text.token_dim()
+        {
+            return bad(format!(
+                "the name has {}-d tokens, the model's prompt embeddings are {}-d",
+                n.dim(),
+                self.text.token_dim()
+            ));
         }
-        if let Some(noise) = &options.step_noise {
-            if noise.len() < options.steps || noise.iter().any(|n| n.dims() != shape) {
-                return bad(format!(
-                    "step noise: expected {} tensors of shape {shape:?}",
-                    options.steps
-                ));
-            }
+        if let Some(noise) = &options.step_noise
+            && (noise.len() < options.steps || noise.iter().any(|n| n.dims() != shape))
+        {
+            return bad(format!(
+                "step noise: expected {} tensors of shape {shape:?}",
+                options.steps
+            ));
         }
         Ok(())
     }

@@ -3,8 +3,8 @@
 //! atomically.
 use std::path::Path;
 
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 
 use crate::{ModelError, Result};
 

@@ -3,14 +3,14 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
-use magicnaming_core::{NameEmbedding, DEFAULT_NAME_TOKENS};
+use magicnaming_core::{DEFAULT_NAME_TOKENS, NameEmbedding};
 
 use crate::clip::config::ClipTextConfig;
 use crate::clip::remap_text;
 use crate::clip::text::ClipTextModel;
 use crate::clip::tokenizer::ClipTokenizer;
 use crate::nn::precision::cast;
-use crate::weights::{load_module_auto, Precision, SafetensorsFile, SdxlSource};
+use crate::weights::{Precision, SafetensorsFile, SdxlSource, load_module_auto};
 use crate::{ModelError, Result};
 
 /// Single-file key prefix of text encoder 1 (transformers layout).

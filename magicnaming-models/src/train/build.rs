@@ -20,17 +20,17 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::Backend;
 use serde_json::json;
 
-use super::dataset::{write_safetensors, DatasetIndex, DatasetWriter, Identity, Shard, Split};
-use super::manifest::{group_names, read_manifest, NameGroups};
+use super::dataset::{DatasetIndex, DatasetWriter, Identity, Shard, Split, write_safetensors};
+use super::manifest::{NameGroups, group_names, read_manifest};
 use super::rng::SplitMix64;
 use crate::name_encoder::{ImageEmbedder, SkippedImage, TowerPixels};
 use crate::sdxl::{SdxlSource, SdxlTextEncoders};
 use crate::{ModelError, Result};
-use state::{
-    keep_valid_shards, open_state, read_names_cache, rewrite_identity, save_state, shard_entries,
-    BuildInputs, BuildState, StateShard, StateSkip,
-};
 pub use state::{BUILD_STATE_FILE, BUILD_STATE_FORMAT, NAMES_CACHE_FILE};
+use state::{
+    BuildInputs, BuildState, StateShard, StateSkip, keep_valid_shards, open_state,
+    read_names_cache, rewrite_identity, save_state, shard_entries,
+};
 
 /// What a dataset is built from.
 #[derive(Debug, Clone)]

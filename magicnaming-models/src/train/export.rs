@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::Backend;
 use magicnaming_core::NameHead;
 
-use super::config::{head_config, TrainConfig};
+use super::config::{TrainConfig, head_config};
 use super::dataset::Dataset;
-use crate::name_encoder::{save_head, NameEncoderConfig, TowerRef};
+use crate::name_encoder::{NameEncoderConfig, TowerRef, save_head};
 use crate::{ModelError, Result};
 
 /// Tower path written when a dataset records none (synthetic data): loading such an

@@ -79,7 +79,7 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
                 path,
                 "unknown manifest format: the file name must end in .jsonl (JSON Lines, \
                  {\"image\": ..., \"name\": ...} per line) or .csv (header `image,name`)",
-            ))
+            ));
         }
     };
     let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;

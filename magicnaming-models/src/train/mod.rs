@@ -15,13 +15,13 @@ pub mod step;
 pub mod synthetic;
 pub mod trainer;
 
-pub use build::{build_dataset, split_identities, BuildConfig, BuildReport, BuildSources};
+pub use build::{BuildConfig, BuildReport, BuildSources, build_dataset, split_identities};
 pub use checkpoint::MetricsLine;
-pub use config::{adamw, head_config, TrainConfig};
+pub use config::{TrainConfig, adamw, head_config};
 pub use dataset::{Dataset, DatasetIndex, DatasetWriter, Identity, Split};
-pub use manifest::{clean_name, group_names, read_manifest, Manifest, ManifestEntry};
-pub use metrics::{evaluate, ValMetrics};
+pub use manifest::{Manifest, ManifestEntry, clean_name, group_names, read_manifest};
+pub use metrics::{ValMetrics, evaluate};
 pub use rng::SplitMix64;
 pub use schedule::LrSchedule;
 pub use step::train_step;
-pub use trainer::{train, TrainSummary};
+pub use trainer::{TrainSummary, train};

@@ -9,9 +9,9 @@ use burn::tensor::backend::AutodiffBackend;
 use magicnaming_core::NameHead;
 
 use super::checkpoint::*;
-use super::config::{adamw, head_config, TrainConfig};
+use super::config::{TrainConfig, adamw, head_config};
 use super::dataset::{Dataset, Split};
-use super::metrics::{evaluate, ValMetrics};
+use super::metrics::{ValMetrics, evaluate};
 use super::rng::SplitMix64;
 use super::schedule::LrSchedule;
 use super::step::*;

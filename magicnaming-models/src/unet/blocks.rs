@@ -7,8 +7,8 @@
 //! `upsamplers.0`), so one type serves each pair.
 use burn::config::Config;
 use burn::module::Module;
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 
 use super::transformer::{Transformer2DModel, Transformer2DModelConfig};
 use crate::nn::resnet::{
@@ -177,10 +177,11 @@ impl UNetMidBlock2DCrossAttnConfig {
         };
         UNetMidBlock2DCrossAttn {
             resnets: vec![resnet(), resnet()],
-            attentions: vec![self
-                .cross_attention
-                .transformer(c, self.resnet_groups)
-                .init(device)],
+            attentions: vec![
+                self.cross_attention
+                    .transformer(c, self.resnet_groups)
+                    .init(device),
+            ],
         }
     }
 }

@@ -9,10 +9,10 @@
 use std::path::Path;
 
 use burn::config::Config;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
-use crate::json::read_json;
 use crate::ModelError;
+use crate::json::read_json;
 
 /// Down block types.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -365,7 +365,9 @@ impl UNet2DConditionModelConfig {
         for (i, &ch) in self.block_out_channels.iter().enumerate() {
             let heads = self.num_attention_heads[i];
             if ch == 0 || g == 0 || !ch.is_multiple_of(g) {
-                return err(format!("block_out_channels[{i}] = {ch} is not a positive multiple of norm_num_groups {g}"));
+                return err(format!(
+                    "block_out_channels[{i}] = {ch} is not a positive multiple of norm_num_groups {g}"
+                ));
             }
             if heads == 0 || !ch.is_multiple_of(heads) {
                 return err(format!(

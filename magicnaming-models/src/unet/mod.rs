@@ -9,4 +9,4 @@ pub mod transformer;
 pub mod unet_2d_condition;
 
 pub use config::{DownBlockType, UNet2DConditionModelConfig, UpBlockType};
-pub use unet_2d_condition::{Timestep, UNet2DConditionModel, SINGLE_FILE_UNET_PREFIX};
+pub use unet_2d_condition::{SINGLE_FILE_UNET_PREFIX, Timestep, UNet2DConditionModel};

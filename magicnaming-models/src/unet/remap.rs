@@ -33,7 +33,7 @@
 //! `proj_out`). Unknown keys under the prefix are kept under `<unmapped>.` so the load
 //! report names them.
 use super::config::UNet2DConditionModelConfig;
-use crate::weights::{linear_or_conv, Mapped};
+use crate::weights::{Mapped, linear_or_conv};
 
 /// Linear weights of the UNet that 1x1-convolution checkpoints store as 4-D.
 const PROJECTIONS: &[&str] = &["proj_in.weight", "proj_out.weight"];

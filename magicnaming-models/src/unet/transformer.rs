@@ -7,9 +7,9 @@ use burn::module::Module;
 use burn::nn::{
     Dropout, DropoutConfig, GroupNorm, LayerNorm, LayerNormConfig, Linear, LinearConfig,
 };
+use burn::tensor::Tensor;
 use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
 
 use crate::nn::attention::{Attention, AttentionConfig};
 use crate::nn::norm;

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
+use burn::nn::conv::Conv2d;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
@@ -21,7 +21,7 @@ use crate::nn::norm;
 use crate::nn::precision::cast;
 use crate::nn::resnet::{group_norm, new_conv2d};
 use crate::weights::{
-    diffusers_weights_file, file_entries, load_module_auto, Precision, SafetensorsFile, SdxlSource,
+    Precision, SafetensorsFile, SdxlSource, diffusers_weights_file, file_entries, load_module_auto,
 };
 use crate::{ModelError, Result};
 
@@ -237,7 +237,9 @@ impl<B: Backend> UNet2DConditionModel<B> {
         if file.keys().all(|k| !k.starts_with(SINGLE_FILE_UNET_PREFIX)) {
             return Err(ModelError::weights(
                 file.path(),
-                format!("no `{SINGLE_FILE_UNET_PREFIX}*` tensors: not a single-file checkpoint with a UNet"),
+                format!(
+                    "no `{SINGLE_FILE_UNET_PREFIX}*` tensors: not a single-file checkpoint with a UNet"
+                ),
             ));
         }
         let mut model = config.init::<B>(device);

@@ -17,7 +17,7 @@ use crate::nn::conv::conv2d;
 use crate::nn::precision::cast;
 use crate::nn::resnet::new_conv2d;
 use crate::weights::{
-    self, diffusers_weights_file, load_module_as, Precision, SafetensorsFile, SdxlSource,
+    self, Precision, SafetensorsFile, SdxlSource, diffusers_weights_file, load_module_as,
 };
 use crate::{ModelError, Result};
 

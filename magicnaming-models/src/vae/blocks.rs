@@ -2,8 +2,8 @@
 //! `UNetMidBlock2D` (with attention) and `UpDecoderBlock2D` (no time embedding, no skips).
 use burn::config::Config;
 use burn::module::Module;
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 
 use crate::nn::attention::{Attention, AttentionConfig};
 use crate::nn::resnet::{
@@ -132,12 +132,14 @@ impl UNetMidBlock2DConfig {
         let c = self.in_channels;
         let resnet = || ResnetBlock2DConfig::new(c, c, self.resnet_groups, 1e-6).init(device);
         let attentions = if self.add_attention {
-            vec![AttentionConfig::new(c, 1, c)
-                .with_bias(true)
-                .with_norm_num_groups(Some(self.resnet_groups))
-                .with_eps(1e-6)
-                .with_residual_connection(true)
-                .init(device)]
+            vec![
+                AttentionConfig::new(c, 1, c)
+                    .with_bias(true)
+                    .with_norm_num_groups(Some(self.resnet_groups))
+                    .with_eps(1e-6)
+                    .with_residual_connection(true)
+                    .init(device),
+            ]
         } else {
             Vec::new()
         };

@@ -4,10 +4,10 @@ use burn::tensor::FloatDType;
 use std::path::Path;
 
 use burn::config::Config;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::json::read_json;
 use crate::ModelError;
+use crate::json::read_json;
 
 /// The supported subset of diffusers' `AutoencoderKL` configuration.
 #[derive(Config, Debug)]

@@ -1,10 +1,10 @@
 //! diffusers' VAE `Decoder` (`models/autoencoders/vae.py`, `norm_type="group"`).
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
-use burn::tensor::backend::Backend;
+use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 
 use super::blocks::{CoderBlock2DConfig, UNetMidBlock2D, UNetMidBlock2DConfig, UpDecoderBlock2D};
 use crate::nn::conv::conv2d;

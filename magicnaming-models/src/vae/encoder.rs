@@ -1,10 +1,10 @@
 //! diffusers' VAE `Encoder` (`models/autoencoders/vae.py`) and `DiagonalGaussianDistribution`.
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
-use burn::tensor::backend::Backend;
+use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 
 use super::blocks::{CoderBlock2DConfig, DownEncoderBlock2D, UNetMidBlock2D, UNetMidBlock2DConfig};
 use crate::nn::conv::conv2d;

@@ -32,7 +32,7 @@
 //! convolutions `[C, C, 1, 1]`; they are reshaped to the Linear `[C, C]`. Unknown keys
 //! under the prefix are kept under `<unmapped>.` so the load report names them.
 use super::config::AutoencoderKLConfig;
-use crate::weights::{linear_or_conv, Mapped};
+use crate::weights::{Mapped, linear_or_conv};
 
 /// Linear weights of the VAE attentions that LDM files store as 1x1 convolutions.
 const ATTENTION_LINEARS: &[&str] = &[

@@ -201,7 +201,7 @@ impl SafetensorsFile {
                 return Err(ModelError::weights(
                     &self.shards[entry.shard].0,
                     format!("tensor `{key}` has dtype {other:?}; a float tensor was expected"),
-                ))
+                ));
             }
         };
         Ok((values, entry.shape.clone()))

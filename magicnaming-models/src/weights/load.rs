@@ -12,7 +12,7 @@ use safetensors::Dtype;
 
 use crate::{ModelError, Result};
 
-use super::dtype::{stored_dtype, Precision};
+use super::dtype::{Precision, stored_dtype};
 use super::file::SafetensorsFile;
 
 /// How a stored tensor becomes the tensor a module parameter expects (in PyTorch layout;

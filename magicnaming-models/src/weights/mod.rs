@@ -17,10 +17,10 @@ pub mod load;
 pub mod source;
 pub mod write;
 
-pub use dtype::{stored_dtype, Precision};
-pub use file::{file_entries, SafetensorsFile, TensorEntry};
+pub use dtype::{Precision, stored_dtype};
+pub use file::{SafetensorsFile, TensorEntry, file_entries};
 pub use load::{
-    keys_under, linear_or_conv, load_module, load_module_as, load_module_auto, mapped_dtype,
-    Mapped, Transform,
+    Mapped, Transform, keys_under, linear_or_conv, load_module, load_module_as, load_module_auto,
+    mapped_dtype,
 };
-pub use source::{diffusers_weights_file, SdxlSource};
+pub use source::{SdxlSource, diffusers_weights_file};

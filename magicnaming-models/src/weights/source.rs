@@ -46,13 +46,13 @@ impl SdxlSource {
     /// `model_index.json`, a configuration path that is not a folder.
     pub fn from_path(model: impl AsRef<Path>, config: Option<&Path>) -> Result<Self> {
         let model = model.as_ref();
-        if let Some(c) = config {
-            if !c.is_dir() {
-                return Err(ModelError::MissingFile {
-                    path: c.to_path_buf(),
-                    what: "a configuration folder (diffusers layout)".into(),
-                });
-            }
+        if let Some(c) = config
+            && !c.is_dir()
+        {
+            return Err(ModelError::MissingFile {
+                path: c.to_path_buf(),
+                what: "a configuration folder (diffusers layout)".into(),
+            });
         }
         let config = config.map(Path::to_path_buf);
         if model.is_dir() {

@@ -1,8 +1,8 @@
 //! Writing f32 tensors as `.safetensors` bytes (image embeddings, name-head weights).
 use std::collections::HashMap;
 
-use safetensors::tensor::TensorView;
 use safetensors::Dtype;
+use safetensors::tensor::TensorView;
 
 /// One tensor to write: name, row-major values, shape.
 pub type F32Tensor<'a> = (&'a str, Vec<f32>, Vec<usize>);

@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
 use burn::tensor::Tensor;
+use magicnaming_models::ModelError;
 use magicnaming_models::clip::tower::ClipVisionTower;
 use magicnaming_models::sdxl::{SdxlSource, SdxlTextEncoders};
 use magicnaming_models::train::build::BUILD_STATE_FILE;
 use magicnaming_models::train::{
-    build_dataset, clean_name, group_names, read_manifest, split_identities, BuildConfig,
-    BuildReport, BuildSources, Dataset, Split,
+    BuildConfig, BuildReport, BuildSources, Dataset, Split, build_dataset, clean_name, group_names,
+    read_manifest, split_identities,
 };
-use magicnaming_models::ModelError;
 
 use crate::common::raw_tensors;
 
@@ -574,10 +574,12 @@ fn manifests_are_parsed_and_bad_lines_named() {
     assert!(e.contains(".jsonl") && e.contains(".csv"), "{e}");
     let p = dir.path().join("empty.jsonl");
     std::fs::write(&p, "\n").unwrap();
-    assert!(read_manifest(&p)
-        .unwrap_err()
-        .to_string()
-        .contains("no images"));
+    assert!(
+        read_manifest(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("no images")
+    );
 
     // Name grouping, on its own.
     let g = group_names(&[

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::module::{ModuleVisitor, Param};
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 
+pub use crate::common::{B, Reference, read_all, write_f32};
 use crate::common::{metadata, read_all_stored_f32};
-pub use crate::common::{read_all, write_f32, Reference, B};
 
 /// f32 CPU against PyTorch f32: the bound. The tiny models' outputs are O(0.3-2)
 /// after ~30 layers; reordered float32 sums give errors around 1e-6.

@@ -9,7 +9,7 @@ use burn::tensor::{DType, Distribution, FloatDType, Tensor};
 use magicnaming_models::nn::norm::{group_norm, layer_norm};
 use magicnaming_models::nn::precision::cast_module;
 
-use crate::common::{max_abs_diff, B};
+use crate::common::{B, max_abs_diff};
 
 fn norm_with_random_affine<Bk: Backend>(groups: usize, channels: usize) -> GroupNorm<Bk> {
     let device = Default::default();

@@ -9,7 +9,7 @@ use magicnaming_core::NameEmbedding;
 use magicnaming_models::schedulers::SchedulerKind;
 use magicnaming_models::sdxl::{GenerateOptions, SdxlPipeline, SdxlSource};
 
-use crate::common::{max_abs_diff, Reference, B};
+use crate::common::{B, Reference, max_abs_diff};
 
 /// Final latents reach |x| ~ 46 here (the random UNet does not denoise); diffusers' own
 /// f32 vs f64 runs differ by 3e-5. 1e-3 is the bound for 5 steps.
@@ -119,9 +119,10 @@ fn bad_requests_are_refused_before_any_work() {
         edit(&mut o);
         let e = pipe.check(&o).unwrap_err().to_string();
         assert!(e.contains(needle), "expected {needle:?} in {e}");
-        assert!(pipe
-            .generate_with_progress(&o, |_, _| panic!("no step may run"))
-            .is_err());
+        assert!(
+            pipe.generate_with_progress(&o, |_, _| panic!("no step may run"))
+                .is_err()
+        );
     };
     refuse(&|o| o.width = 60, "multiples of 8");
     refuse(&|o| o.steps = 0, "steps");

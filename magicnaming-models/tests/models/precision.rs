@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
 use burn::tensor::{DType, Tensor, TensorData};
-use magicnaming_models::sdxl::{GenerateOptions, SdxlPipeline, SdxlSource, SdxlTextEncoders};
 use magicnaming_models::Precision;
+use magicnaming_models::sdxl::{GenerateOptions, SdxlPipeline, SdxlSource, SdxlTextEncoders};
 
-use crate::common::{max_abs_diff, Reference, B};
+use crate::common::{B, Reference, max_abs_diff};
 
 type F = Flex;
 

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use burn::backend::NdArray;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use magicnaming_models::schedulers::{DdimScheduler, Scheduler, SchedulerConfig, SchedulerKind};
 use magicnaming_models::ModelError;
+use magicnaming_models::schedulers::{DdimScheduler, Scheduler, SchedulerConfig, SchedulerKind};
 use serde_json::Value;
 
-use crate::common::{read_all_stored_f32, Tensors};
+use crate::common::{Tensors, read_all_stored_f32};
 
 type B = NdArray<f32>;
 

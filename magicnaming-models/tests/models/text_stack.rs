@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Tensor;
 use magicnaming_models::sdxl::{SdxlSource, SdxlTextEncoders};
 
-use crate::common::{Reference, B};
+use crate::common::{B, Reference};
 
 /// f32 CPU against PyTorch f32: the reference values are O(1) and pass through a few
 /// layers of matmuls and LayerNorms; 1e-4 is the bound and leaves ~100x margin

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, Once};
 
-use magicnaming_models::clip::tokenizer::{ClipTokenizer, CLIP_MAX_LENGTH};
 use magicnaming_models::ModelError;
+use magicnaming_models::clip::tokenizer::{CLIP_MAX_LENGTH, ClipTokenizer};
 use serde_json::Value;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/text");

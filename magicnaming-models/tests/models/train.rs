@@ -8,10 +8,10 @@ use burn::optim::AdamWConfig;
 use magicnaming_core::{HeadActivation, NameHeadConfig};
 use magicnaming_models::name_encoder::load_head;
 use magicnaming_models::name_encoder::save_head;
-use magicnaming_models::train::dataset::{write_safetensors, DatasetIndex};
+use magicnaming_models::train::dataset::{DatasetIndex, write_safetensors};
 use magicnaming_models::train::synthetic::synthetic_dataset;
 use magicnaming_models::train::train_step;
-use magicnaming_models::train::{evaluate, train, Dataset, Identity, Split, TrainConfig};
+use magicnaming_models::train::{Dataset, Identity, Split, TrainConfig, evaluate, train};
 
 use crate::common::{metadata, read_all_stored_f32 as tensors};
 

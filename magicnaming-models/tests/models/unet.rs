@@ -289,10 +289,10 @@ fn sdxl_base_preset_has_diffusers_parameters_and_ldm_mapping() {
         .map(|s| s.iter().product::<usize>())
         .sum();
     let text = std::fs::read_to_string(fixtures().join("sdxl_keys.json")).unwrap();
-    let expected_params = serde_json::from_str::<serde_json::Value>(&text).unwrap()
-        ["unet_parameters"]
-        .as_u64()
-        .unwrap();
+    let expected_params =
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["unet_parameters"]
+            .as_u64()
+            .unwrap();
     assert_eq!(params as u64, expected_params);
 
     // diffusers remap: identity.

@@ -211,9 +211,10 @@ fn sdxl_base_preset_has_diffusers_parameters_and_ldm_mapping() {
         .into_iter()
         .map(|(k, s)| (format!("first_stage_model.{k}"), s))
         .collect();
-    assert!(ldm
-        .iter()
-        .any(|(k, s)| k.ends_with("mid.attn_1.q.weight") && s.len() == 4));
+    assert!(
+        ldm.iter()
+            .any(|(k, s)| k.ends_with("mid.attn_1.q.weight") && s.len() == 4)
+    );
     let mapped = magicnaming_models::vae::remap::ldm(&ldm, "first_stage_model.", &config);
     assert_eq!(mapped.len(), ldm.len());
     let targets: BTreeSet<&str> = mapped.iter().map(|m| m.target.as_str()).collect();

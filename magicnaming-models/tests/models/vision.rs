@@ -7,14 +7,14 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Tensor;
-use magicnaming_models::clip::image_transforms::{resize, Resample, Rgb8};
+use magicnaming_models::ModelError;
+use magicnaming_models::clip::image_transforms::{Resample, Rgb8, resize};
 use magicnaming_models::clip::image_utils::load_image;
 use magicnaming_models::clip::remap_vision::VisionLayout;
 use magicnaming_models::clip::tower::ClipVisionTower;
 use magicnaming_models::name_encoder::{BatchOptions, NameEncoder, OnBadImage, Reduce};
-use magicnaming_models::ModelError;
 
-use crate::common::{raw_tensors, read_f32, Reference, B};
+use crate::common::{B, Reference, raw_tensors, read_f32};
 
 /// f32 CPU against PyTorch f32: outputs are O(1) after a few matmuls and LayerNorms; the
 /// issue's bound, ~100x above the observed reordering error (~1e-6).
@@ -213,7 +213,9 @@ fn pixel_values_match_clip_image_processor() {
                 .unwrap();
             let want = r.get(&format!("img.{name}.{tag}.pixel_values"));
             let d = max_diff(&format!("{name} {tag} pixel_values"), got, want);
-            eprintln!("{name:12} tower {tag}: decoded max diff {dec_diff} levels, pixel_values max abs diff {d:.2e}");
+            eprintln!(
+                "{name:12} tower {tag}: decoded max diff {dec_diff} levels, pixel_values max abs diff {d:.2e}"
+            );
             if !lossy {
                 assert!(
                     d <= PIXEL_TOL,

@@ -79,7 +79,7 @@ pub(super) fn bundled_vocab_merges() -> Result<(Vocab, Merges)> {
                 return Err(tokenizer_error(
                     path,
                     format!("line {}: not a merge: {line:?}", n + 2),
-                ))
+                ));
             }
         }
     }

@@ -3,16 +3,16 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
-use tokenizers::models::bpe::{Merges, Vocab};
 use tokenizers::Tokenizer;
+use tokenizers::models::bpe::{Merges, Vocab};
 
-use super::bundled::{bundled_vocab_merges, BUNDLED_PATH};
+use super::bundled::{BUNDLED_PATH, bundled_vocab_merges};
 use super::files::{
     read_json_object, read_merges_txt, read_vocab_json, tokenizer_error,
     vocab_merges_from_tokenizer_json,
 };
-use super::pipeline::{build_pipeline, Pipeline};
-use super::special_tokens::{resolve_special_tokens, SpecialTokens};
+use super::pipeline::{Pipeline, build_pipeline};
+use super::special_tokens::{SpecialTokens, resolve_special_tokens};
 use crate::error::{ModelError, Result};
 
 /// CLIP's context length: the number of ids of every encoded text.
@@ -256,7 +256,7 @@ fn model_max_length(config: &Map<String, Value>, config_path: &Path) -> Result<u
             return Err(tokenizer_error(
                 config_path,
                 format!("model_max_length is not a number: {other}"),
-            ))
+            ));
         }
     })
 }

@@ -69,7 +69,7 @@ pub(super) fn read_merges_txt(path: &Path) -> Result<Merges> {
                 return Err(tokenizer_error(
                     path,
                     format!("line {}: not a merge \"a b\": {line:?}", n + 1),
-                ))
+                ));
             }
         }
     }
@@ -91,7 +91,7 @@ pub(super) fn vocab_merges_from_tokenizer_json(
             return Err(tokenizer_error(
                 path,
                 format!("model type {other:?}, CLIP needs \"BPE\""),
-            ))
+            ));
         }
     }
     let vocab = model

@@ -31,5 +31,5 @@ mod files;
 mod pipeline;
 mod special_tokens;
 
-pub use self::clip_tokenizer::{ClipTokenizer, CLIP_MAX_LENGTH};
+pub use self::clip_tokenizer::{CLIP_MAX_LENGTH, ClipTokenizer};
 pub use self::special_tokens::{CLIP_BOS_TOKEN, CLIP_EOS_TOKEN};

@@ -121,10 +121,10 @@ pub(super) fn resolve_special_tokens(
     // Values of tokenizer_config.json (dicts with "__type": "AddedToken" => AddedToken(**dict)).
     let mut values: HashMap<&'static str, AddedToken> = HashMap::new();
     for key in SPECIAL_KEYS {
-        if let Some(v) = config.get(key) {
-            if let Some(t) = token_from_config_value(v, None, key, config_path)? {
-                values.insert(key, t);
-            }
+        if let Some(v) = config.get(key)
+            && let Some(t) = token_from_config_value(v, None, key, config_path)?
+        {
+            values.insert(key, t);
         }
     }
 
@@ -178,7 +178,7 @@ pub(super) fn resolve_special_tokens(
                             return Err(tokenizer_error(
                                 &json_path,
                                 format!("bad entry in added_tokens: {token}"),
-                            ))
+                            ));
                         }
                     }
                 }

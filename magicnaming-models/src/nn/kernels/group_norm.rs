@@ -22,13 +22,13 @@
 use burn::nn::GroupNorm;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Shape, Tensor as BurnTensor, TensorPrimitive};
+use burn_cubecl::CubeRuntime;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::CubeRuntime;
 use cubecl::{calculate_cube_count_elemwise, prelude::*};
 
-use super::dispatch::{launch, primitive, CubeOp};
+use super::dispatch::{CubeOp, launch, primitive};
 use super::switch::enabled;
 
 /// Units per cube in the reductions (a power of two, for the tree sum).

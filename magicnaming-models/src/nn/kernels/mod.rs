@@ -13,10 +13,10 @@
 //!
 //! [`set_enabled`]`(false)` turns them off at run time (benchmarks compare both paths on
 //! one device; tests compare against burn's own ops on the same backend).
-use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
-use burn::tensor::backend::Backend;
+use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 
 #[cfg(feature = "kernels")]
 mod conv2d;
@@ -26,7 +26,7 @@ mod dispatch;
 mod group_norm;
 mod switch;
 
-pub use switch::{enabled, set_enabled, COMPILED};
+pub use switch::{COMPILED, enabled, set_enabled};
 
 /// `norm.forward(x)`, then SiLU when `silu`, in one fused kernel on a cubecl backend;
 /// statistics and affine transform in f32 for every float type, the result in `x`'s type.
