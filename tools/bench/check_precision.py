@@ -14,7 +14,7 @@ Bounds (why these numbers):
   2.5e-5..6.1e-5); another summation order (GPU kernels, TF32 is off in burn) stays far
   below it.
 - f16: 1% of the largest |latent|: f16 rounds every activation to 11 significant bits
-  (4.9e-4 relative); the CPU f16 test (magicnaming-models/tests/precision.rs, burn-flex)
+  (4.9e-4 relative); the CPU f16 test (magicnaming-models/tests/models/precision.rs, burn-flex)
   measures 0.19%. A dtype bug is off by O(1) or NaN.
 """
 import argparse

@@ -63,7 +63,7 @@ fn init_and_save_latents_reproduce_diffusers() {
         .zip(&want)
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
-    // As the library's pipeline test: the 1e-3 bound on O(10) latents.
+    // As the library's pipeline test: the required 1e-3 bound on O(10) latents.
     assert!(d <= 1e-3, "final latents differ by {d}");
     // The PNG is there, with its settings in text chunks.
     let png = std::fs::read(dir.path().join("out.png")).unwrap();

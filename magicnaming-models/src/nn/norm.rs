@@ -5,7 +5,7 @@
 //! bf16 input is normalised in f32 and cast back, as PyTorch's f16 kernels accumulate in
 //! f32: burn's GroupNorm sums the squares of each group in the input's type, and at
 //! SDXL's first level a group holds `320 / 32 * 128 * 128 = 163840` values, whose sum of
-//! squares overflows f16's 65504 (`tests/norm.rs` shows burn's f16 result going wrong
+//! squares overflows f16's 65504 (`tests/models/norm.rs` shows burn's f16 result going wrong
 //! where this one stays within f16 rounding).
 //!
 //! On the cubecl backends (`cuda`, `wgpu` features) GroupNorm, and GroupNorm followed by

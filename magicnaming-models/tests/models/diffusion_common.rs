@@ -12,7 +12,7 @@ use burn::tensor::backend::Backend;
 pub use crate::common::{B, Reference, read_all, write_f32};
 use crate::common::{metadata, read_all_stored_f32};
 
-/// f32 CPU against PyTorch f32: the bound. The tiny models' outputs are O(0.3-2)
+/// f32 CPU against PyTorch f32: the required bound. The tiny models' outputs are O(0.3-2)
 /// after ~30 layers; reordered float32 sums give errors around 1e-6.
 pub const TOL: f32 = 1e-4;
 

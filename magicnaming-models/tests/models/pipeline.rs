@@ -12,7 +12,7 @@ use magicnaming_models::sdxl::{GenerateOptions, SdxlPipeline, SdxlSource};
 use crate::common::{B, Reference, max_abs_diff};
 
 /// Final latents reach |x| ~ 46 here (the random UNet does not denoise); diffusers' own
-/// f32 vs f64 runs differ by 3e-5. 1e-3 is the bound for 5 steps.
+/// f32 vs f64 runs differ by 3e-5. 1e-3 is the required bound for 5 steps.
 const LATENT_TOL: f32 = 1e-3;
 /// Decoded images are O(1) after one VAE pass: 1e-4, as for the VAE's own parity test.
 const IMAGE_TOL: f32 = 1e-4;

@@ -105,7 +105,7 @@ fn f16_pipeline_stays_near_diffusers_f32() {
     // its activations; measured 3.1e-2 at max |x| 16.3 (0.19%). 1% of the largest value
     // leaves room for another summation order; a dtype bug (a layer left in the wrong
     // type, a missing cast) is off by O(1) or NaN. (The tiny model's activations are too
-    // small to overflow an f16 norm: tests/norm.rs covers that.)
+    // small to overflow an f16 norm: norm.rs covers that.)
     assert!(
         d <= 0.01 * scale,
         "final latents differ by {d} (max |x| {scale})"

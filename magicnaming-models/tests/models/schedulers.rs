@@ -25,10 +25,10 @@ const SCHEDULE_TOL: f64 = 1e-6;
 /// op rounds to f32. The max(1, |.|) scaling is needed because the latents reach |x| ~ 60
 /// (300 with Karras sigmas up to 26, 5.6e4 for the cosine schedule), where one f32 ulp is
 /// already 4e-6 (resp. 3e-5, 4e-3). Measured worst: 3.6e-6 (cosine), <= 1.9e-6 elsewhere,
-/// so the 1e-5 keeps a 3-5x margin.
+/// so the required 1e-5 keeps a 3-5x margin.
 const STEP_TOL: f32 = 1e-5;
 /// A whole loop with the fake model computed on our side (errors compound over up to 30
-/// steps): the 1e-4 bound, same scaling. Measured worst: 3.2e-6.
+/// steps): the required 1e-4 bound, same scaling. Measured worst: 3.2e-6.
 const TRAJECTORY_TOL: f32 = 1e-4;
 
 fn fixtures() -> PathBuf {

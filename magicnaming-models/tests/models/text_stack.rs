@@ -11,7 +11,7 @@ use magicnaming_models::sdxl::{SdxlSource, SdxlTextEncoders};
 use crate::common::{B, Reference};
 
 /// f32 CPU against PyTorch f32: the reference values are O(1) and pass through a few
-/// layers of matmuls and LayerNorms; 1e-4 is the bound and leaves ~100x margin
+/// layers of matmuls and LayerNorms; 1e-4 is the required bound and leaves ~100x margin
 /// over the observed f32 reordering error (~1e-6).
 const TOL: f32 = 1e-4;
 

@@ -22,7 +22,7 @@ const TOL: f32 = 1e-4;
 /// Pixel values from identical 8-bit pixels: the same f32 operations in the same order
 /// ((x - mean*255) / (std*255)), so any difference is a bug; 1e-6 allows one ulp.
 const PIXEL_TOL: f32 = 1e-6;
-/// JPEG decoders (zune-jpeg here, libjpeg-turbo in PIL) round differently; the issue's
+/// JPEG decoders (zune-jpeg here, libjpeg-turbo in PIL) round differently; the required
 /// bound on the cosine between end-to-end image embeddings.
 const JPEG_COSINE: f32 = 0.999;
 
