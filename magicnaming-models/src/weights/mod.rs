@@ -7,14 +7,18 @@
 //! After loading, missing keys, unused keys and shape mismatches are errors that name
 //! the keys.
 //!
-//! This module is format machinery only: reading safetensors (also sharded), the float
+//! This module is format machinery only: reading safetensors (also sharded) and
+//! PyTorch `torch.save` state dicts (ZIP and legacy formats, through a restricted pickle
+//! reader), the float
 //! type weights load in, applying remap tables with load reports, writing safetensors,
 //! and locating a model's files. Each model family owns the remap tables of the formats
 //! it reads (`clip::remap_text`, `unet::remap`, ...).
 pub mod dtype;
 pub mod file;
 pub mod load;
+pub mod pickle;
 pub mod source;
+pub mod torch_file;
 pub mod write;
 
 pub use dtype::{stored_dtype, Precision};
@@ -24,3 +28,4 @@ pub use load::{
     Mapped, Transform,
 };
 pub use source::{diffusers_weights_file, SdxlSource};
+pub use torch_file::{read_torch_file, torch_as_safetensors, TorchTensor};
