@@ -324,3 +324,55 @@ fn storage_sizes_must_match_the_file() {
     let err = read_torch_bytes(truncated, Path::new("pnet.pt")).unwrap_err();
     assert!(err.to_string().contains("remain in the file"), "{err}");
 }
+
+/// A copy of the ZIP `.pth` fixture with `edit` applied to each (name, bytes) entry.
+fn rewrite_pth(edit: impl Fn(&str, Vec<u8>) -> Vec<u8>) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let src = std::fs::read(fixtures().join("iresnet_tiny.pth")).unwrap();
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(src)).unwrap();
+    let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).unwrap();
+        let name = entry.name().to_string();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        out.start_file(name.as_str(), options).unwrap();
+        out.write_all(&edit(&name, data)).unwrap();
+    }
+    out.finish().unwrap().into_inner()
+}
+
+#[test]
+fn zip_pth_is_checked_like_the_legacy_format() {
+    let path = Path::new("iresnet_tiny.pth");
+    // Unchanged, the rewritten archive reads as the original.
+    let same = read_torch_bytes(&rewrite_pth(|_, d| d), path).unwrap();
+    assert_eq!(
+        same,
+        read_torch_file(&fixtures().join("iresnet_tiny.pth")).unwrap()
+    );
+    // A data.pkl calling a global outside the subset is refused.
+    let evil = rewrite_pth(|name, d| {
+        if name.ends_with("/data.pkl") {
+            b"\x80\x02cbuiltins\neval\nq\x00X\x01\x00\x00\x001q\x01\x85q\x02Rq\x03.".to_vec()
+        } else {
+            d
+        }
+    });
+    let err = read_torch_bytes(&evil, path).unwrap_err();
+    assert!(
+        matches!(err, ModelError::Pickle { ref message, .. } if message.contains("builtins.eval")),
+        "{err}"
+    );
+    // A storage entry shorter than the pickle declares.
+    let short = rewrite_pth(|name, mut d| {
+        if name.ends_with("/data/0") {
+            d.truncate(d.len() - 4);
+        }
+        d
+    });
+    let err = read_torch_bytes(&short, path).unwrap_err();
+    assert!(err.to_string().contains("but the pickle declares"), "{err}");
+}
