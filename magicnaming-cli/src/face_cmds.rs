@@ -6,7 +6,8 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 use image::RgbImage;
 use magicnaming_models::face::{
-    load_rgb, norm_crop, Face, FaceDetector, FaceRecognizer, MtcnnConfig, RECOGNITION_SIZE,
+    load_rgb, norm_crop, Face, FaceDetector, FaceRecognizer, MtcnnConfig, CLIP_CROP_SIZE,
+    RECOGNITION_SIZE,
 };
 use magicnaming_models::ModelError;
 
@@ -156,7 +157,7 @@ pub struct CropArgs {
     #[command(flatten)]
     detector: DetectorArgs,
     /// Side of the crop: the ArcFace template scaled to it.
-    #[arg(long, default_value_t = 224)]
+    #[arg(long, default_value_t = CLIP_CROP_SIZE)]
     size: u32,
     /// Which face, by box area (0: the largest).
     #[arg(long, default_value_t = 0)]

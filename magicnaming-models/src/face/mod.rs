@@ -27,6 +27,10 @@ use crate::{ModelError, Result};
 /// Side of the crops the recognizer takes.
 pub const RECOGNITION_SIZE: u32 = 112;
 
+/// Default side of the aligned crops given to the CLIP image towers: the ArcFace template
+/// scaled from 112 to 224 (any size works with [`norm_crop`]).
+pub const CLIP_CROP_SIZE: u32 = 224;
+
 /// Reads an image file as 8-bit RGB for face work: gray is replicated, an alpha channel
 /// is dropped (PIL's `convert("RGB")`, what facenet-pytorch is given), 16-bit samples are
 /// scaled to 8 bits.
