@@ -224,7 +224,8 @@ fn embed<B: Backend>(
 /// Arguments of `face embed`.
 #[derive(Args, Debug)]
 pub struct EmbedArgs {
-    /// ArcFace IResNet: an arcface_torch .pth state dict (or its tensors as .safetensors).
+    /// ArcFace IResNet: an arcface_torch .pth state dict (or its tensors as .safetensors),
+    /// or an insightface ONNX model (w600k_r50.onnx, glintr100.onnx).
     #[arg(long)]
     recognizer: PathBuf,
     /// The image.
@@ -264,7 +265,8 @@ impl Job for EmbedArgs {
 /// Arguments of `face similarity`.
 #[derive(Args, Debug)]
 pub struct SimilarityArgs {
-    /// ArcFace IResNet: an arcface_torch .pth state dict (or its tensors as .safetensors).
+    /// ArcFace IResNet: an arcface_torch .pth state dict (or its tensors as .safetensors),
+    /// or an insightface ONNX model (w600k_r50.onnx, glintr100.onnx).
     #[arg(long)]
     recognizer: PathBuf,
     /// First image (its largest face).

@@ -19,6 +19,8 @@ Writes (overwriting), deterministic (seeded torch/numpy generators; no network):
                                                iresnet18 layer structure [2, 2, 2, 2] with
                                                stem 4, widths [4, 8, 8, 16], 32 features,
                                                random weights and batch-norm statistics
+  tests/fixtures/face/iresnet_tiny.onnx        the same model exported as arcface_torch's
+                                               torch2onnx.py does (batch norms folded)
   tests/fixtures/face/align_*.png              cv2.warpAffine outputs (see below)
   tests/fixtures/face/reference.safetensors    f32 tensors:
       pnet.in [1,3,30,37] / pnet.reg / pnet.prob   P-Net on a seeded input in [-1, 1]
@@ -43,6 +45,7 @@ import shutil
 
 import cv2
 import numpy as np
+import onnx
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -224,6 +227,16 @@ def main():
                 mod.weight.uniform_(0.05, 0.4)
     model.eval()
     torch.save(model.state_dict(), os.path.join(OUT, "iresnet_tiny.pth"))
+    # As arcface_torch's torch2onnx.py exports (the insightface model zoo's recognizers):
+    # eval mode, opset 11, batch norms after convolutions folded by the exporter.
+    onnx_path = os.path.join(OUT, "iresnet_tiny.onnx")
+    torch.onnx.export(
+        model, torch.zeros(1, 3, 112, 112), onnx_path, input_names=["data"],
+        keep_initializers_as_inputs=False, verbose=False, opset_version=11,
+    )
+    exported = onnx.load(onnx_path)
+    exported.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "None"
+    onnx.save(exported, onnx_path)
     x = np.stack([a112, ash]).astype(np.float32)
     x = torch.from_numpy(x).permute(0, 3, 1, 2)
     x = (x / 255.0 - 0.5) / 0.5

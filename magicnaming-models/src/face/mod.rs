@@ -8,6 +8,7 @@
 pub mod detect_face;
 pub mod face_align;
 pub mod iresnet;
+pub mod iresnet_onnx;
 pub mod mtcnn;
 
 use std::path::Path;
@@ -21,6 +22,8 @@ pub use face_align::{estimate_norm, norm_crop, similarity_transform, warp_affine
 pub use iresnet::{IResNet, IResNetConfig};
 pub use mtcnn::MtcnnNets;
 
+use crate::weights::onnx::read_onnx;
+use crate::weights::torch_file::to_safetensors_bytes;
 use crate::weights::{load_module, torch_as_safetensors, SafetensorsFile};
 use crate::{ModelError, Result};
 
@@ -101,12 +104,13 @@ pub struct FaceRecognizer<B: Backend> {
 }
 
 impl<B: Backend> FaceRecognizer<B> {
-    /// Loads an arcface_torch state dict: a `.pth`/`.pt` `torch.save` file, or the same
-    /// tensors as `.safetensors`; the architecture is read from the tensor shapes.
+    /// Loads an arcface_torch state dict (a `.pth`/`.pt` `torch.save` file, or the same
+    /// tensors as `.safetensors`) or an insightface ONNX model (`.onnx`, see
+    /// [`iresnet_onnx`]); the architecture is read from the tensor shapes.
     ///
     /// # Errors
-    /// [`ModelError::Weights`] for another file type (ONNX files are not read yet), a
-    /// file of an unknown layout (naming the expected keys), or tensors that do not fit.
+    /// [`ModelError::Weights`] for another file type, a file of an unknown layout (naming
+    /// the expected keys or nodes), or tensors that do not fit.
     pub fn load(path: &Path, device: &B::Device) -> Result<Self> {
         let ext = path
             .extension()
@@ -116,16 +120,16 @@ impl<B: Backend> FaceRecognizer<B> {
             "pth" | "pt" => torch_as_safetensors(path)?,
             "safetensors" => SafetensorsFile::open(path)?,
             "onnx" => {
+                let state = iresnet_onnx::state_dict(&read_onnx(path)?, path)?;
+                SafetensorsFile::from_bytes(path, to_safetensors_bytes(&state, path)?)?
+            }
+            _ => {
                 return Err(ModelError::weights(
                     path,
-                    "ONNX recognizers are not supported yet: use arcface_torch's .pth state dict \
-                     (or its tensors as .safetensors)",
+                    "a face recognizer must be an arcface_torch state dict (.pth, .pt or \
+                     .safetensors) or an insightface ONNX model (.onnx)",
                 ))
             }
-            _ => return Err(ModelError::weights(
-                path,
-                "a face recognizer must be an arcface_torch state dict: .pth, .pt or .safetensors",
-            )),
         };
         let (config, prefix) = iresnet::detect_config(&file)?;
         log::debug!("{}: IResNet {config:?}", path.display());

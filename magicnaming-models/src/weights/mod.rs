@@ -16,6 +16,7 @@
 pub mod dtype;
 pub mod file;
 pub mod load;
+pub mod onnx;
 pub mod pickle;
 pub mod source;
 pub mod torch_file;
