@@ -18,6 +18,7 @@ pub mod file;
 pub mod load;
 pub mod onnx;
 pub mod pickle;
+pub mod pickle_value;
 pub mod source;
 pub mod torch_file;
 pub mod write;
