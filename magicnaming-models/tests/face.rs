@@ -394,3 +394,59 @@ fn iresnet_matches_pytorch_from_insightface_style_onnx() {
     // Folded batch norms change the rounding, not the function: 1e-4 relative as above.
     assert!(d < 1e-4 * scale, "{d}");
 }
+
+/// The ONNX fixture with `Sub(c_sub)` and `Mul(c_mul)` put in front of its operators, as
+/// exports that normalise inside the graph have.
+fn onnx_with_normalisation(c_sub: f32, c_mul: f32) -> Vec<u8> {
+    use magicnaming_models::weights::onnx::{ModelProto, NodeProto, TensorProto};
+    use prost::Message;
+    let bytes = std::fs::read(fixtures().join("iresnet_tiny.onnx")).unwrap();
+    let mut model = ModelProto::decode(bytes.as_slice()).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    let scalar = |name: &str, v: f32| TensorProto {
+        dims: vec![],
+        data_type: 1,
+        float_data: vec![v],
+        name: name.into(),
+        ..Default::default()
+    };
+    graph.initializer.push(scalar("c_sub", c_sub));
+    graph.initializer.push(scalar("c_mul", c_mul));
+    let node = |op: &str, a: &str, c: &str, out: &str| NodeProto {
+        input: vec![a.into(), c.into()],
+        output: vec![out.into()],
+        name: op.into(),
+        op_type: op.into(),
+        attribute: vec![],
+    };
+    let first_conv = graph.node.iter().position(|n| n.op_type == "Conv").unwrap();
+    graph
+        .node
+        .insert(first_conv, node("Mul", "x0", "c_mul", "x1"));
+    graph
+        .node
+        .insert(first_conv, node("Sub", "data", "c_sub", "x0"));
+    model.encode_to_vec()
+}
+
+#[test]
+fn onnx_input_normalisation_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    let pth = FaceRecognizer::<B>::load(&fixtures().join("iresnet_tiny.pth"), &device).unwrap();
+    let crops = [load_rgb(&fixtures().join("align_112.png")).unwrap()];
+    let want = values(pth.embed_aligned(&crops).unwrap());
+    let good = dir.path().join("norm.onnx");
+    std::fs::write(&good, onnx_with_normalisation(127.5, 1.0 / 127.5)).unwrap();
+    let rec = FaceRecognizer::<B>::load(&good, &device).unwrap();
+    let got = values(rec.embed_aligned(&crops).unwrap());
+    // Unit vectors; folded and unfolded batch norms round differently (~1e-7).
+    assert!(max_abs_diff(&got, &want) < 1e-5);
+    let bad = dir.path().join("bad.onnx");
+    std::fs::write(&bad, onnx_with_normalisation(0.5, 1.0 / 127.5)).unwrap();
+    let err = FaceRecognizer::<B>::load(&bad, &device).unwrap_err();
+    assert!(
+        err.to_string().contains("input normalisation Sub 0.5"),
+        "{err}"
+    );
+}
