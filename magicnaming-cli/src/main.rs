@@ -6,6 +6,7 @@ mod args;
 mod bench;
 mod dataset_cmds;
 mod device;
+mod face_cmds;
 mod generate_cmd;
 mod image_cmds;
 mod name_cmds;
@@ -53,6 +54,9 @@ enum Command {
     Train(train_cmds::TrainArgs),
     /// Validation metrics of an encoder on a dataset, as JSON.
     Eval(train_cmds::EvalArgs),
+    /// Detect, align and compare faces (MTCNN, ArcFace).
+    #[command(subcommand)]
+    Face(FaceCommand),
     /// Time SDXL's components and the CLIP image towers (medians after warm-up).
     Bench(bench::BenchArgs),
     /// Show which backends this binary was built with.
@@ -64,6 +68,18 @@ enum DatasetCommand {
     /// Text-code the names and embed the photos of a manifest into a dataset folder
     /// (resumable: run again with the same --out to continue).
     Build(dataset_cmds::BuildArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum FaceCommand {
+    /// Detect faces (MTCNN): boxes, scores, five landmarks as JSON, largest first.
+    Detect(face_cmds::DetectArgs),
+    /// Write one face aligned to the ArcFace template (scaled to --size).
+    Crop(face_cmds::CropArgs),
+    /// ArcFace embedding of the largest face (or of an aligned 112 x 112 crop).
+    Embed(face_cmds::EmbedArgs),
+    /// Cosine similarity of the largest faces of two images.
+    Similarity(face_cmds::SimilarityArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -109,6 +125,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => dispatch(&device, args),
         Command::Eval(args) => dispatch(&device, args),
         Command::Bench(args) => dispatch(&device, args),
+        Command::Face(FaceCommand::Detect(args)) => dispatch(&device, args),
+        Command::Face(FaceCommand::Crop(args)) => dispatch(&device, args),
+        Command::Face(FaceCommand::Embed(args)) => dispatch(&device, args),
+        Command::Face(FaceCommand::Similarity(args)) => dispatch(&device, args),
         Command::Backends => {
             println!("{}", device::compiled_backends().join(" "));
             Ok(())

@@ -74,6 +74,25 @@ pub enum ModelError {
         /// What is wrong.
         message: String,
     },
+    /// A pickle (inside a PyTorch `.pt`/`.pth` file) that uses an opcode or a global
+    /// outside the tensor-rebuild subset, or that is malformed. Nothing in it is executed.
+    #[error("{path}: pickle byte {offset}: {message}")]
+    Pickle {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the opcode in the pickle stream.
+        offset: usize,
+        /// What is refused or wrong.
+        message: String,
+    },
+    /// No face was found in an image.
+    #[error("{path}: no face found{detail}")]
+    NoFace {
+        /// The image.
+        path: PathBuf,
+        /// More about the search (thresholds, minimum size).
+        detail: String,
+    },
     /// An argument out of range (empty text, wrong shape...).
     #[error("invalid input: {0}")]
     InvalidInput(String),

@@ -30,6 +30,7 @@
 
 pub mod clip;
 pub mod error;
+pub mod face;
 pub mod json;
 pub mod name_encoder;
 pub mod nn;

@@ -6,6 +6,7 @@ mod common;
 
 mod bench;
 mod dataset;
+mod face;
 mod generate;
 mod text;
 mod train;

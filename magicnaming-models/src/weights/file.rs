@@ -25,7 +25,7 @@ pub struct TensorEntry {
 /// diffusers' `save_pretrained` shard at 10 GB / 5 GB: an fp32 SDXL UNet is two shards).
 pub struct SafetensorsFile {
     path: PathBuf,
-    shards: Vec<(PathBuf, memmap2::Mmap)>,
+    shards: Vec<(PathBuf, Bytes)>,
     entries: BTreeMap<String, TensorEntry>,
 }
 
@@ -41,14 +41,40 @@ impl std::fmt::Debug for SafetensorsFile {
     }
 }
 
+/// The bytes of one safetensors file: memory-mapped, owned (converted from another
+/// format) or built into the binary.
+enum Bytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+    Static(&'static [u8]),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Mapped(m) => m,
+            Self::Owned(v) => v,
+            Self::Static(s) => s,
+        }
+    }
+}
+
 /// Memory-maps one `.safetensors` file and reads its header.
-fn map_file(path: &Path) -> Result<(memmap2::Mmap, Vec<(String, TensorEntry)>)> {
+fn map_file(path: &Path) -> Result<(Bytes, Vec<(String, TensorEntry)>)> {
     let file = std::fs::File::open(path)
         .map_err(|e| ModelError::open(path, "a safetensors weights file", e))?;
     // SAFETY: the file is opened read-only; like every mmap-based loader (candle,
     // safetensors' own), we rely on it not being truncated while mapped.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
-    let (header_len, meta) = SafeTensors::read_metadata(&map)
+    let entries = read_entries(path, &map)?;
+    Ok((Bytes::Mapped(map), entries))
+}
+
+/// The tensor entries of a safetensors file's header.
+fn read_entries(path: &Path, bytes: &[u8]) -> Result<Vec<(String, TensorEntry)>> {
+    let (header_len, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| ModelError::weights(path, format!("not a valid safetensors file: {e}")))?;
     let base = 8 + header_len;
     let entries = meta
@@ -65,7 +91,7 @@ fn map_file(path: &Path) -> Result<(memmap2::Mmap, Vec<(String, TensorEntry)>)> 
             (name, entry)
         })
         .collect();
-    Ok((map, entries))
+    Ok(entries)
 }
 
 impl SafetensorsFile {
@@ -81,6 +107,32 @@ impl SafetensorsFile {
         let (map, entries) = map_file(&path)?;
         Ok(Rc::new(Self {
             shards: vec![(path.clone(), map)],
+            path,
+            entries: entries.into_iter().collect(),
+        }))
+    }
+
+    /// A safetensors file held in memory (converted from another format, or built into
+    /// the binary with `include_bytes!`); `path` names it in messages.
+    ///
+    /// # Errors
+    /// [`ModelError::Weights`] when the bytes are not a valid safetensors file.
+    pub fn from_bytes(path: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Rc<Self>> {
+        Self::from_storage(path.into(), Bytes::Owned(bytes))
+    }
+
+    /// [`SafetensorsFile::from_bytes`] for bytes that live as long as the program.
+    ///
+    /// # Errors
+    /// [`ModelError::Weights`] when the bytes are not a valid safetensors file.
+    pub fn from_static(path: impl Into<PathBuf>, bytes: &'static [u8]) -> Result<Rc<Self>> {
+        Self::from_storage(path.into(), Bytes::Static(bytes))
+    }
+
+    fn from_storage(path: PathBuf, bytes: Bytes) -> Result<Rc<Self>> {
+        let entries = read_entries(&path, &bytes)?;
+        Ok(Rc::new(Self {
+            shards: vec![(path.clone(), bytes)],
             path,
             entries: entries.into_iter().collect(),
         }))

@@ -7,14 +7,20 @@
 //! After loading, missing keys, unused keys and shape mismatches are errors that name
 //! the keys.
 //!
-//! This module is format machinery only: reading safetensors (also sharded), the float
+//! This module is format machinery only: reading safetensors (also sharded) and
+//! PyTorch `torch.save` state dicts (ZIP and legacy formats, through a restricted pickle
+//! reader), the float
 //! type weights load in, applying remap tables with load reports, writing safetensors,
 //! and locating a model's files. Each model family owns the remap tables of the formats
 //! it reads (`clip::remap_text`, `unet::remap`, ...).
 pub mod dtype;
 pub mod file;
 pub mod load;
+pub mod onnx;
+pub mod pickle;
+pub mod pickle_value;
 pub mod source;
+pub mod torch_file;
 pub mod write;
 
 pub use dtype::{Precision, stored_dtype};
@@ -24,3 +30,4 @@ pub use load::{
     mapped_dtype,
 };
 pub use source::{SdxlSource, diffusers_weights_file};
+pub use torch_file::{TorchTensor, read_torch_file, torch_as_safetensors};

@@ -9,6 +9,7 @@ mod common;
 mod diffusion_common;
 
 mod dataset_build;
+mod face;
 mod norm;
 mod pipeline;
 mod precision;
