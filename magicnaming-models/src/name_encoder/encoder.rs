@@ -10,7 +10,6 @@ use super::config::{NameEncoderConfig, TowerRef};
 use super::head_io::{load_head, save_head};
 use super::image_embedder::{ImageEmbedder, OnBadImage, SkippedImage};
 use crate::clip::image_processor::ClipImageProcessorConfig;
-use crate::clip::image_utils::decode_image;
 use crate::clip::tower::{ClipVisionTower, parse_config_value};
 use crate::{ModelError, Result};
 
@@ -258,7 +257,7 @@ impl<B: Backend> NameEncoder<B> {
     /// An unreadable image (named); a non-finite prediction.
     pub fn predict_one(&self, image: impl AsRef<Path>) -> Result<NameEmbedding<B>> {
         let path = image.as_ref();
-        let pixels = self.embedder.preprocess(&decode_image(path)?, path)?;
+        let pixels = self.embedder.preprocess_file(path)?;
         let embeds = self.embedder.embed_pixels(&[pixels])?;
         self.one_name(embeds, path.display().to_string())
     }

@@ -271,10 +271,15 @@ pub fn build_dataset<B: Backend>(
                 dropped: Vec::new(),
             });
         }
-        let mut batch: Vec<(usize, TowerPixels)> = Vec::with_capacity(config.batch_size);
+        // Manifest entries of the batch, and their pixels, in the same order.
+        let mut batch: Vec<usize> = Vec::with_capacity(config.batch_size);
+        let mut pixels: Vec<TowerPixels> = Vec::with_capacity(config.batch_size);
         while next < total && batch.len() < config.batch_size {
             match embedder.preprocess_file(&entries[next].path) {
-                Ok(pixels) => batch.push((next, pixels)),
+                Ok(p) => {
+                    batch.push(next);
+                    pixels.push(p);
+                }
                 Err(err) => {
                     let reason = SkippedImage::new(&entries[next].path, err).reason;
                     log::warn!(
@@ -292,13 +297,12 @@ pub fn build_dataset<B: Backend>(
             next += 1;
         }
         if !batch.is_empty() {
-            let pixels: Vec<TowerPixels> = batch.iter().map(|(_, p)| p.clone()).collect();
             let embeds: Vec<f32> = embedder
                 .embed_pixels(&pixels)?
                 .into_data()
                 .iter::<f32>()
                 .collect();
-            for (row, (entry, _)) in batch.iter().enumerate() {
+            for (row, entry) in batch.iter().enumerate() {
                 let before = writer.index.shards.len();
                 let group = groups.group_of[*entry];
                 writer.push(&embeds[row * e..(row + 1) * e], group, image[*entry])?;
