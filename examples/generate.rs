@@ -1,6 +1,7 @@
 //! The main job: face photo -> name -> an image of that person, and a contact sheet of
 //! fictional people interpolated between two names (t = 0, 0.25, 0.5, 0.75, 1), as in
-//! the paper's interpolation figure.
+//! the paper's interpolation figure. The encoder sees each photo's largest face, aligned
+//! (its `config.json` records `input_crop`); the bundled photos are real faces.
 //!
 //! ```sh
 //! # Offline, on the bundled tiny model (RANDOM weights: the pictures are noise-like):

@@ -10,6 +10,7 @@
 //! cargo run --release --example train_encoder -- --manifest laioncele.jsonl \
 //!     --model /models/stable-diffusion-xl-base-1.0 --tower-l /models/clip-vit-large-patch14 \
 //!     --tower-g /models/CLIP-ViT-bigG-14 --out out/encoder --steps 20000
+//! # (each photo's largest face, aligned, is embedded; `--face none`: whole photos)
 //! # On the backend a feature selects:
 //! cargo run --release --example train_encoder --features cuda -- --device cuda
 //! ```
@@ -27,6 +28,8 @@ struct TrainEncoder {
     sources: BuildSources,
     out: PathBuf,
     steps: usize,
+    /// The view of each photo the towers embed (`--face auto|none`).
+    input_crop: InputCrop,
 }
 
 impl Job for TrainEncoder {
@@ -50,6 +53,7 @@ fn main() -> Result<()> {
         tower_g: root.join("tests/fixtures/vision/tower-g"),
     };
     let mut steps = 200;
+    let mut input_crop = InputCrop::face();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -62,6 +66,13 @@ fn main() -> Result<()> {
             "--tower-g" => sources.tower_g = value()?.into(),
             "--out" => out = value()?.into(),
             "--steps" => steps = value()?.parse()?,
+            "--face" => {
+                input_crop = match value()?.as_str() {
+                    "auto" => InputCrop::face(),
+                    "none" => InputCrop::WholeImage,
+                    other => bail!("--face {other}: expected auto or none"),
+                }
+            }
             other => bail!("unknown flag {other} (see the header of examples/train_encoder.rs)"),
         }
     }
@@ -69,6 +80,8 @@ fn main() -> Result<()> {
     if sources.manifest.as_os_str().is_empty() {
         // The repo's small assets, labelled with made-up people (two photos each where
         // possible); one unreadable file shows that bad images are skipped, not fatal.
+        // Most of these images show no face, so the towers see whole photos here.
+        input_crop = InputCrop::WholeImage;
         let img = |f: &str| root.join("tests/fixtures/vision/images").join(f);
         let rows = [
             (root.join("assets/face_a.png"), "Ada Lovelace"),
@@ -94,6 +107,7 @@ fn main() -> Result<()> {
         sources,
         out,
         steps,
+        input_crop,
     };
     dispatch(&parse_devices(&device)?, job)?
 }
@@ -103,6 +117,7 @@ fn run<B: Backend>(job: TrainEncoder, device: B::Device) -> Result<()> {
         sources,
         out,
         steps,
+        input_crop,
     } = job;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let started = std::time::Instant::now();
@@ -111,6 +126,7 @@ fn run<B: Backend>(job: TrainEncoder, device: B::Device) -> Result<()> {
     let data_dir = out.join("dataset");
     let config = BuildConfig {
         val_fraction: 0.2,
+        input_crop,
         ..BuildConfig::default()
     };
     let report = build_dataset::<B>(&sources, &data_dir, &config, &device, &mut |_, _| {})?;

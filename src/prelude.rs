@@ -12,7 +12,7 @@ pub use magicnaming_core::{
     DEFAULT_NAME_TOKENS, NameEmbedding, NameError, interpolate, mix, prepend, slerp,
 };
 pub use magicnaming_models::name_encoder::{
-    BatchOptions, NameEncoder, NamePrediction, OnBadImage, Reduce, SkippedImage,
+    BatchOptions, InputCrop, NameEncoder, NamePrediction, OnBadImage, Reduce, SkippedImage,
 };
 pub use magicnaming_models::schedulers::SchedulerKind;
 pub use magicnaming_models::sdxl::{GenerateOptions, GenerateOutput, SdxlPipeline, SdxlSource};

@@ -81,6 +81,16 @@ impl From<PrecisionArg> for Precision {
     }
 }
 
+/// `--face`: which view of each photo the image towers see (`//` variant comments, as
+/// [`SchedulerArg`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FaceArg {
+    // The face crop (the encoder's recorded crop for `name from-image`).
+    Auto,
+    // The whole photo.
+    None,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

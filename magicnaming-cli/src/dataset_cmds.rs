@@ -5,9 +5,11 @@ use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use magicnaming_models::face::{MtcnnConfig, CLIP_CROP_SIZE};
+use magicnaming_models::name_encoder::InputCrop;
 use magicnaming_models::train::{build_dataset, BuildConfig, BuildSources, Split};
 
-use crate::args::ModelArgs;
+use crate::args::{FaceArg, ModelArgs};
 use crate::device::Job;
 
 /// Arguments of `dataset build`.
@@ -51,6 +53,17 @@ pub struct BuildArgs {
     /// Images per shard file (a multiple of --batch makes resumed builds exact).
     #[arg(long, default_value_t = BuildConfig::default().shard_rows)]
     shard_rows: usize,
+    /// What the towers embed: auto = each photo's largest face, aligned to the ArcFace
+    /// template (photos without a face are skipped and listed); none = the whole photo.
+    /// Recorded in dataset.json; `train` copies it into the encoder.
+    #[arg(long, value_enum, default_value_t = FaceArg::Auto)]
+    face: FaceArg,
+    /// Side of the aligned face crop, in pixels.
+    #[arg(long, default_value_t = CLIP_CROP_SIZE)]
+    face_size: u32,
+    /// Smallest face searched for, in pixels.
+    #[arg(long, default_value_t = MtcnnConfig::default().min_face_size)]
+    min_face: f64,
 }
 
 impl Job for BuildArgs {
@@ -69,6 +82,13 @@ impl Job for BuildArgs {
             batch_size: self.batch,
             shard_rows: self.shard_rows,
             stop_after: None,
+            input_crop: match self.face {
+                FaceArg::Auto => InputCrop::Face {
+                    size: self.face_size,
+                    min_face_size: self.min_face,
+                },
+                FaceArg::None => InputCrop::WholeImage,
+            },
         };
         // Drawn only on a terminal (indicatif hides itself otherwise).
         let bar = ProgressBar::no_length().with_style(

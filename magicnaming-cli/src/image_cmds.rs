@@ -5,8 +5,9 @@ use anyhow::Result;
 use burn::tensor::backend::Backend;
 use clap::Args;
 use magicnaming_models::clip::tower::ClipVisionTower;
-use magicnaming_models::name_encoder::{BatchOptions, NameEncoder, OnBadImage, Reduce};
+use magicnaming_models::name_encoder::{BatchOptions, InputCrop, NameEncoder, OnBadImage, Reduce};
 
+use crate::args::FaceArg;
 use crate::device::Job;
 
 /// Arguments of `embed-image`.
@@ -46,9 +47,14 @@ pub struct FromImageArgs {
     /// Photo(s) of one person; several are averaged into one name.
     #[arg(long, required = true)]
     image: Vec<PathBuf>,
-    /// Skip unreadable images (named on stderr) instead of failing.
+    /// Skip unreadable images and, with a face crop, photos without a face (named on
+    /// stderr) instead of failing.
     #[arg(long)]
     skip_bad: bool,
+    /// What the towers see: auto = the crop the encoder records in its config.json
+    /// (`input_crop`: the largest face, aligned, or the whole photo); none = the whole photo.
+    #[arg(long, value_enum, default_value_t = FaceArg::Auto)]
+    face: FaceArg,
     /// Output NAME.safetensors: `name` [8, D].
     #[arg(long)]
     out: PathBuf,
@@ -56,7 +62,11 @@ pub struct FromImageArgs {
 
 impl Job for FromImageArgs {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
-        let encoder = NameEncoder::<B>::load(&self.encoder, &device)?;
+        let mut encoder = NameEncoder::<B>::load(&self.encoder, &device)?;
+        if self.face == FaceArg::None {
+            encoder = encoder.with_input_crop(InputCrop::WholeImage)?;
+        }
+        log::info!("photos seen as: {}", encoder.input_crop());
         let on_bad_image = if self.skip_bad {
             OnBadImage::Skip
         } else {

@@ -176,3 +176,99 @@ fn bad_inputs_fail_by_name_and_write_nothing() {
     assert!(err.contains("not an ArcFace IResNet"), "{err}");
     assert!(!emb.exists());
 }
+
+/// The face crop end to end: `dataset build` embeds each photo's largest face (a photo
+/// without one is skipped and listed) and records the crop, `train` copies it into the
+/// encoder, and `name from-image` applies it: a photo without a face fails by name and
+/// writes nothing, or is skipped under `--skip-bad`; `--face none` uses the whole photo.
+#[test]
+fn the_face_crop_goes_from_dataset_to_encoder_to_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let no_face = root.join("tests/fixtures/vision/images/rgb.jpg");
+    let astronaut = fixtures().join("astronaut.png");
+    let manifest = dir.path().join("m.jsonl");
+    let rows = [
+        (astronaut.clone(), "Eileen Collins"),
+        (fixtures().join("group.png"), "Someone Else"),
+        (no_face.clone(), "Someone Else"),
+    ];
+    let text: String = rows
+        .iter()
+        .map(|(p, n)| serde_json::json!({"image": p, "name": n}).to_string() + "\n")
+        .collect();
+    std::fs::write(&manifest, text).unwrap();
+    let data = dir.path().join("data");
+    let summary = run_ok(
+        bin()
+            .args(["dataset", "build", "--manifest"])
+            .arg(&manifest)
+            .arg("--model")
+            .arg(root.join("tests/fixtures/text/tiny-sdxl"))
+            .arg("--tower-l")
+            .arg(root.join("tests/fixtures/vision/tower-l"))
+            .arg("--tower-g")
+            .arg(root.join("tests/fixtures/vision/tower-g"))
+            .arg("--out")
+            .arg(&data)
+            .args(["--val-fraction", "0"]),
+    );
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(
+        (summary["images"].as_u64(), summary["skipped"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("dataset.json")).unwrap()).unwrap();
+    let crop = serde_json::json!({"type": "face", "size": 224, "min_face_size": 20.0});
+    assert_eq!(index["input_crop"], crop);
+    assert!(
+        index["skipped"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("no face found"),
+        "{index}"
+    );
+
+    let enc = dir.path().join("enc");
+    run_ok(
+        bin()
+            .arg("train")
+            .arg("--dataset")
+            .arg(&data)
+            .arg("--out")
+            .arg(&enc)
+            .args(["--steps", "2", "--hidden-dims", "16"]),
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(enc.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        config["input_crop"], crop,
+        "train copies the dataset's crop"
+    );
+
+    let name = |images: &[&Path], extra: &[&str], out: &Path| {
+        let mut c = bin();
+        c.args(["name", "from-image", "--encoder"]).arg(&enc);
+        for i in images {
+            c.arg("--image").arg(i);
+        }
+        c.args(extra).arg("--out").arg(out);
+        c
+    };
+    let out = dir.path().join("nobody.safetensors");
+    let e = run_err(&mut name(&[&no_face], &[], &out));
+    assert!(e.contains("rgb.jpg") && e.contains("no face found"), "{e}");
+    assert!(!out.exists(), "nothing written");
+    let both = dir.path().join("both.safetensors");
+    run_ok(&mut name(&[&no_face, &astronaut], &["--skip-bad"], &both));
+    let alone = dir.path().join("alone.safetensors");
+    run_ok(&mut name(&[&astronaut], &[], &alone));
+    assert_eq!(
+        crate::common::raw_tensors(&both),
+        crate::common::raw_tensors(&alone),
+        "the skipped photo takes no part in the name"
+    );
+    run_ok(&mut name(&[&no_face], &["--face", "none"], &out));
+    assert!(out.exists());
+}

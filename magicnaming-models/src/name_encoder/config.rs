@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use magicnaming_core::{DEFAULT_NAME_TOKENS, HeadActivation, NameHeadConfig, SDXL_TOKEN_DIM};
 use serde_json::{Map, Value, json};
 
+use super::input_crop::InputCrop;
 use crate::json::read_json;
 use crate::{ModelError, Result};
 
@@ -86,6 +87,8 @@ pub struct NameEncoderConfig {
     pub head: NameHeadConfig,
     /// `[P_L, P_G]`, widths of the two towers' image embeddings.
     pub image_embed_dims: [usize; 2],
+    /// The view of each photo the towers see (absent from the file: the whole photo).
+    pub input_crop: InputCrop,
 }
 
 fn activation_name(a: HeadActivation) -> &'static str {
@@ -205,6 +208,7 @@ impl NameEncoderConfig {
             tower_g: tower("tower_g")?,
             head,
             image_embed_dims: dims,
+            input_crop: InputCrop::from_json(obj.get("input_crop"), path)?,
         })
     }
 
@@ -225,6 +229,7 @@ impl NameEncoderConfig {
             "num_tokens": self.head.num_tokens,
             "token_dim": self.head.token_dim,
             "image_embed_dims": self.image_embed_dims,
+            "input_crop": self.input_crop.to_json(),
         })
     }
 }

@@ -9,6 +9,7 @@ use magicnaming_core::{NameEmbedding, NameHead};
 use super::config::{NameEncoderConfig, TowerRef};
 use super::head_io::{load_head, save_head};
 use super::image_embedder::{ImageEmbedder, OnBadImage, SkippedImage};
+use super::input_crop::InputCrop;
 use crate::clip::image_processor::ClipImageProcessorConfig;
 use crate::clip::tower::{ClipVisionTower, parse_config_value};
 use crate::{ModelError, Result};
@@ -128,7 +129,9 @@ fn load_tower<B: Backend>(
 }
 
 impl<B: Backend> NameEncoder<B> {
-    /// Loads an encoder folder (`config.json` + `head.safetensors`, see the module docs).
+    /// Loads an encoder folder (`config.json` + `head.safetensors`, see the module docs);
+    /// photos are cropped as `config.json`'s `input_crop` says (see
+    /// [`Self::with_input_crop`]).
     ///
     /// # Errors
     /// A missing folder, configuration, tower or head file; towers whose embedding
@@ -151,10 +154,12 @@ impl<B: Backend> NameEncoder<B> {
         Ok(enc)
     }
 
-    /// Assembles an encoder (e.g. with a freshly initialised head for training).
+    /// Assembles an encoder (e.g. with a freshly initialised head for training); the
+    /// embedder crops photos as `config.input_crop` says.
     ///
     /// # Errors
-    /// Tower embedding widths or a head input width that disagree with `config`.
+    /// Tower embedding widths or a head input width that disagree with `config`; as
+    /// [`ImageEmbedder::with_input_crop`].
     pub fn new(
         config: NameEncoderConfig,
         embedder: ImageEmbedder<B>,
@@ -182,11 +187,27 @@ impl<B: Backend> NameEncoder<B> {
             )));
         }
         Ok(Self {
-            embedder,
+            embedder: embedder.with_input_crop(config.input_crop)?,
             head,
             config,
             dir: None,
         })
+    }
+
+    /// The same encoder seeing `crop` of each photo instead of the crop it records (a
+    /// name predicted from another view than the one trained on is less faithful).
+    ///
+    /// # Errors
+    /// As [`ImageEmbedder::with_input_crop`].
+    pub fn with_input_crop(mut self, crop: InputCrop) -> Result<Self> {
+        self.embedder = self.embedder.with_input_crop(crop)?;
+        self.config.input_crop = crop;
+        Ok(self)
+    }
+
+    /// The view of each photo the towers see.
+    pub fn input_crop(&self) -> InputCrop {
+        self.config.input_crop
     }
 
     /// Writes the head's weights to `path` (normally `<dir>/head.safetensors`),

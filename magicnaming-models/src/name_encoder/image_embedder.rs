@@ -9,6 +9,7 @@ use burn::tensor::{Tensor, TensorData};
 use image::DynamicImage;
 use serde::{Deserialize, Serialize};
 
+use super::input_crop::{Cropper, InputCrop};
 use crate::clip::image_utils::decode_image;
 use crate::clip::tower::ClipVisionTower;
 use crate::{ModelError, Result};
@@ -56,6 +57,7 @@ impl SkippedImage {
     pub fn new(path: impl Into<PathBuf>, error: ModelError) -> Self {
         let reason = match error {
             ModelError::Image { message, .. } => message,
+            ModelError::NoFace { detail, .. } => format!("no face found{detail}"),
             other => other.to_string(),
         };
         Self {
@@ -94,11 +96,13 @@ pub struct ImageEmbedder<B: Backend> {
     pub tower_g: ClipVisionTower<B>,
     /// Images per forward pass.
     pub batch_size: usize,
+    cropper: Cropper<B>,
     device: B::Device,
 }
 
 impl<B: Backend> ImageEmbedder<B> {
-    /// Pairs two loaded towers on `device`.
+    /// Pairs two loaded towers on `device`; they see whole photos until
+    /// [`Self::with_input_crop`] says otherwise.
     pub fn new(
         tower_l: ClipVisionTower<B>,
         tower_g: ClipVisionTower<B>,
@@ -108,8 +112,25 @@ impl<B: Backend> ImageEmbedder<B> {
             tower_l,
             tower_g,
             batch_size: DEFAULT_BATCH_SIZE,
+            cropper: Cropper::whole_image(),
             device: device.clone(),
         }
+    }
+
+    /// The same embedder showing the towers `crop` of each photo.
+    ///
+    /// # Errors
+    /// As [`Cropper::new`] (a face crop loads the face detector).
+    pub fn with_input_crop(mut self, crop: InputCrop) -> Result<Self> {
+        if crop != self.cropper.crop() {
+            self.cropper = Cropper::new(crop, &self.device)?;
+        }
+        Ok(self)
+    }
+
+    /// The crop of each photo the towers see.
+    pub fn input_crop(&self) -> InputCrop {
+        self.cropper.crop()
     }
 
     /// Loads both towers (anything [`ClipVisionTower::load`] reads).
@@ -132,11 +153,15 @@ impl<B: Backend> ImageEmbedder<B> {
         [self.tower_l.projection_dim(), self.tower_g.projection_dim()]
     }
 
-    /// Preprocesses a decoded image for both towers; `source` names it in errors.
+    /// Crops a decoded image ([`Self::input_crop`]) and preprocesses it for both towers;
+    /// `source` names it in errors.
     ///
     /// # Errors
-    /// An image the processors cannot use ([`ModelError::Image`]).
+    /// An image the processors cannot use ([`ModelError::Image`]); no face in it when the
+    /// crop is a face crop ([`ModelError::NoFace`]).
     pub fn preprocess(&self, image: &DynamicImage, source: &Path) -> Result<TowerPixels> {
+        let image = self.cropper.apply(image, source)?;
+        let image = image.as_ref();
         let (l, _) = self.tower_l.processor.preprocess_decoded(image, source)?;
         let g = if self.tower_g.processor == self.tower_l.processor {
             l.clone()
@@ -146,10 +171,11 @@ impl<B: Backend> ImageEmbedder<B> {
         Ok(TowerPixels { l, g })
     }
 
-    /// Reads an image file and preprocesses it for both towers.
+    /// Reads an image file, crops it and preprocesses it for both towers.
     ///
     /// # Errors
-    /// A missing or undecodable file ([`ModelError::Image`] naming it).
+    /// A missing or undecodable file ([`ModelError::Image`] naming it); as
+    /// [`Self::preprocess`].
     pub fn preprocess_file(&self, path: &Path) -> Result<TowerPixels> {
         self.preprocess(&decode_image(path)?, path)
     }

@@ -11,8 +11,10 @@
 //! With a shard size that is a multiple of the batch size (the defaults), a resumed build
 //! writes exactly the files an uninterrupted one does.
 //!
-//! Unreadable images are skipped (logged, listed in `dataset.json`'s `skipped`); a person
-//! left without images is dropped (logged, listed in `source.dropped_identities`).
+//! Each photo is cropped as [`BuildConfig::input_crop`] says (by default its largest face,
+//! aligned) before embedding. Unreadable images and, with a face crop, images without a
+//! face are skipped (logged, listed in `dataset.json`'s `skipped`); a person left without
+//! images is dropped (logged, listed in `source.dropped_identities`).
 mod state;
 
 use std::path::{Path, PathBuf};
@@ -23,7 +25,7 @@ use serde_json::json;
 use super::dataset::{DatasetIndex, DatasetWriter, Identity, Shard, Split, write_safetensors};
 use super::manifest::{NameGroups, group_names, read_manifest};
 use super::rng::SplitMix64;
-use crate::name_encoder::{ImageEmbedder, SkippedImage, TowerPixels};
+use crate::name_encoder::{ImageEmbedder, InputCrop, SkippedImage, TowerPixels};
 use crate::sdxl::{SdxlSource, SdxlTextEncoders};
 use crate::{ModelError, Result};
 pub use state::{BUILD_STATE_FILE, BUILD_STATE_FORMAT, NAMES_CACHE_FILE};
@@ -64,6 +66,9 @@ pub struct BuildConfig {
     /// Stop (as an interruption would, leaving the folder resumable) once this many
     /// manifest entries were processed in this run, at a batch boundary.
     pub stop_after: Option<usize>,
+    /// The view of each photo the towers embed (default: the largest face, aligned,
+    /// 224 x 224); recorded in `dataset.json` and copied into encoders trained on it.
+    pub input_crop: InputCrop,
 }
 
 impl Default for BuildConfig {
@@ -75,6 +80,7 @@ impl Default for BuildConfig {
             batch_size: 16,
             shard_rows: 1024,
             stop_after: None,
+            input_crop: InputCrop::face(),
         }
     }
 }
@@ -218,10 +224,12 @@ pub fn build_dataset<B: Backend>(
         tower_l: text(&absolute(&sources.tower_l, "the CLIP_L image tower")?),
         tower_g: text(&absolute(&sources.tower_g, "the CLIP_G image tower")?),
         num_tokens: config.num_tokens,
+        input_crop: config.input_crop,
     };
     let mut state = open_state(out, &inputs, config.shard_rows)?;
     let (names, d) = text_code::<B>(sources, &groups, config, out, &mut state, device)?;
-    let embedder = ImageEmbedder::<B>::load(&sources.tower_l, &sources.tower_g, device)?;
+    let embedder = ImageEmbedder::<B>::load(&sources.tower_l, &sources.tower_g, device)?
+        .with_input_crop(config.input_crop)?;
     let embed_dims = embedder.embed_dims().to_vec();
     let e: usize = embed_dims.iter().sum();
     let image: Vec<&str> = entries.iter().map(|x| x.image.as_str()).collect();
@@ -443,6 +451,7 @@ fn finalize(
         .collect();
     writer.write_names(&kept_names)?;
     writer.index.skipped = to_skipped(&state.skipped);
+    writer.index.input_crop = state.inputs.input_crop;
     let s = &state.inputs;
     writer.index.source = json!({
         "manifest": text(&absolute(&sources.manifest, "the manifest")?),

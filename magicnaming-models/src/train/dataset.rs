@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::name_encoder::SkippedImage;
+use crate::name_encoder::{InputCrop, SkippedImage};
 use crate::{ModelError, Result};
 
 /// Format tag of `dataset.json`.
@@ -66,6 +66,9 @@ pub struct DatasetIndex {
     /// Images that could not be used.
     #[serde(default)]
     pub skipped: Vec<SkippedImage>,
+    /// The view of each photo that was embedded (absent: the whole photo).
+    #[serde(default)]
+    pub input_crop: InputCrop,
     /// Free-form provenance (model, towers, seed...).
     #[serde(default)]
     pub source: serde_json::Map<String, serde_json::Value>,
@@ -258,6 +261,7 @@ impl DatasetWriter {
                 identities: Vec::new(),
                 shards: Vec::new(),
                 skipped: Vec::new(),
+                input_crop: InputCrop::WholeImage,
                 source: Default::default(),
             },
         })

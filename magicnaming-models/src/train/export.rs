@@ -1,6 +1,6 @@
 //! The trained encoder folder, in the format `NameEncoder::load` reads
 //! (`config.json` + `head.safetensors`, see [`crate::name_encoder`]), with the towers
-//! the dataset was embedded with.
+//! the dataset was embedded with and the crop of each photo they saw.
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
@@ -50,6 +50,7 @@ pub fn write_encoder<B: Backend>(
         tower_g: tower(dataset, "tower_g"),
         head: head_config(train, dataset),
         image_embed_dims: dims,
+        input_crop: dataset.index.input_crop,
     };
     let mut json = config.to_json();
     json["trained_on"] = dataset.dir.display().to_string().into();

@@ -9,6 +9,7 @@ use burn::backend::NdArray;
 use burn::tensor::Tensor;
 use magicnaming_models::ModelError;
 use magicnaming_models::clip::tower::ClipVisionTower;
+use magicnaming_models::name_encoder::InputCrop;
 use magicnaming_models::sdxl::{SdxlSource, SdxlTextEncoders};
 use magicnaming_models::train::build::BUILD_STATE_FILE;
 use magicnaming_models::train::{
@@ -118,8 +119,11 @@ fn build(manifest: &Path, out: &Path, config: &BuildConfig) -> Result<BuildRepor
     )
 }
 
+/// Small batches and shards, whole images (the fixture images show no faces; the face
+/// crop has its own tests in `face_crop.rs`).
 fn small() -> BuildConfig {
     BuildConfig {
+        input_crop: InputCrop::WholeImage,
         val_fraction: 0.3,
         batch_size: 4,
         shard_rows: 4,

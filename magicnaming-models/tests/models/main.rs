@@ -10,6 +10,7 @@ mod diffusion_common;
 
 mod dataset_build;
 mod face;
+mod face_crop;
 mod norm;
 mod pipeline;
 mod precision;

@@ -56,6 +56,7 @@ fn dataset(
             identities,
             shards: vec![],
             skipped: vec![],
+            input_crop: Default::default(),
             source: Default::default(),
         },
         names,

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::name_encoder::InputCrop;
 use crate::train::dataset::write_safetensors;
 use crate::{ModelError, Result};
 
@@ -27,6 +28,9 @@ pub(super) struct BuildInputs {
     pub(super) tower_l: String,
     pub(super) tower_g: String,
     pub(super) num_tokens: usize,
+    /// Absent from states written before crops were recorded: the whole image.
+    #[serde(default)]
+    pub(super) input_crop: InputCrop,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
