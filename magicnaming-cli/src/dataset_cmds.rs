@@ -11,6 +11,7 @@ use magicnaming_models::train::{build_dataset, BuildConfig, BuildSources, Split}
 
 use crate::args::{FaceArg, ModelArgs};
 use crate::device::Job;
+use crate::outputs::check_output_dir;
 
 /// Arguments of `dataset build`.
 #[derive(Args, Debug)]
@@ -68,6 +69,7 @@ pub struct BuildArgs {
 
 impl Job for BuildArgs {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        check_output_dir(&self.out)?;
         let sources = BuildSources {
             manifest: self.manifest.clone(),
             model: self.model.model,

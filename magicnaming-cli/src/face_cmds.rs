@@ -12,6 +12,7 @@ use magicnaming_models::face::{
 use magicnaming_models::ModelError;
 
 use crate::device::Job;
+use crate::outputs::check_output_file;
 use crate::tensors::save_raw;
 
 /// Detector options shared by the commands that detect.
@@ -130,6 +131,9 @@ fn draw(img: &RgbImage, faces: &[Face]) -> RgbImage {
 
 impl Job for DetectArgs {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        for out in [&self.out, &self.draw].into_iter().flatten() {
+            check_output_file(out, &[&self.image])?;
+        }
         let det = self.detector.load::<B>(&device)?;
         let img = load_rgb(&self.image)?;
         let faces = det.detect(&img)?;
@@ -170,6 +174,7 @@ pub struct CropArgs {
 impl Job for CropArgs {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         anyhow::ensure!(self.size > 0, "--size must be > 0");
+        check_output_file(&self.out, &[&self.image])?;
         let det = self.detector.load::<B>(&device)?;
         let (img, faces) = faces_of(&det, &self.image)?;
         let face = faces.get(self.index).with_context(|| {
@@ -243,6 +248,7 @@ pub struct EmbedArgs {
 
 impl Job for EmbedArgs {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        check_output_file(&self.out, &[&self.image, &self.recognizer])?;
         let rec = FaceRecognizer::<B>::load(&self.recognizer, &device)?;
         let det = if self.aligned {
             None

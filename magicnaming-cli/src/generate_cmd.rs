@@ -11,6 +11,7 @@ use magicnaming_models::sdxl::{GenerateOptions, SdxlPipeline};
 
 use crate::args::{ModelArgs, PrecisionArg, SchedulerArg};
 use crate::device::Job;
+use crate::outputs::check_output_file;
 use crate::tensors::{load_f32, save_raw};
 
 /// Arguments of `generate`.
@@ -78,6 +79,21 @@ impl Job for GenerateArgs {
         if self.steps == 0 {
             bail!("--steps must be at least 1");
         }
+        let mut inputs: Vec<&std::path::Path> = vec![&self.model.model];
+        inputs.extend(self.name.as_deref());
+        inputs.extend(self.init_latents.as_deref());
+        check_output_file(&self.out, &inputs)?;
+        if let Some(p) = &self.save_latents {
+            check_output_file(p, &inputs)?;
+        }
+        log::info!(
+            "{}x{}, {} steps, writing {}: loading {}",
+            self.width,
+            self.height,
+            self.steps,
+            self.out.display(),
+            self.model.model.display()
+        );
         let name = match &self.name {
             Some(p) => Some(NameEmbedding::<B>::load(p, &device)?),
             None => None,

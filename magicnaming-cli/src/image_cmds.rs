@@ -9,6 +9,7 @@ use magicnaming_models::name_encoder::{BatchOptions, InputCrop, NameEncoder, OnB
 
 use crate::args::FaceArg;
 use crate::device::Job;
+use crate::outputs::check_output_file;
 
 /// Arguments of `embed-image`.
 #[derive(Args, Debug)]
@@ -26,6 +27,7 @@ pub struct EmbedImageArgs {
 
 impl Job for EmbedImageArgs {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        check_output_file(&self.out, &[&self.tower, &self.image])?;
         let tower = ClipVisionTower::<B>::load(&self.tower, &device)?;
         let embedding = tower.embed_image_file(&self.image)?;
         embedding.save(&self.out)?;
@@ -62,6 +64,9 @@ pub struct FromImageArgs {
 
 impl Job for FromImageArgs {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let mut inputs: Vec<&std::path::Path> = self.image.iter().map(|p| p.as_path()).collect();
+        inputs.push(&self.encoder);
+        check_output_file(&self.out, &inputs)?;
         let mut encoder = NameEncoder::<B>::load(&self.encoder, &device)?;
         if self.face == FaceArg::None {
             encoder = encoder.with_input_crop(InputCrop::WholeImage)?;

@@ -10,6 +10,7 @@ mod face_cmds;
 mod generate_cmd;
 mod image_cmds;
 mod name_cmds;
+mod outputs;
 mod tensors;
 mod text_cmds;
 mod train_cmds;
@@ -20,6 +21,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use device::{dispatch, parse_devices, DeviceSpec};
+use magicnaming_models::image_file::{set_image_limits, ImageLimits};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -32,6 +34,10 @@ struct Cli {
     /// comma-separated list of one backend (cuda:0,cuda:1) for data parallelism.
     #[arg(long, global = true, default_value_t = String::new(), hide_default_value = true)]
     device: String,
+    /// Largest image accepted, in pixels (width x height), checked from the file's header
+    /// before decoding; the decoded size may be 8 bytes a pixel of it.
+    #[arg(long, global = true, default_value_t = ImageLimits::DEFAULT.max_pixels)]
+    max_image_pixels: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -106,6 +112,11 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    set_image_limits(ImageLimits {
+        max_pixels: cli.max_image_pixels,
+        max_decoded_bytes: cli.max_image_pixels.saturating_mul(8),
+        ..ImageLimits::DEFAULT
+    });
     let device: Vec<DeviceSpec> = if cli.device.is_empty() {
         vec![DeviceSpec::default()]
     } else {

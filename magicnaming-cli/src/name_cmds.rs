@@ -7,6 +7,7 @@ use clap::Args;
 use magicnaming_core::{interpolate, slerp, NameEmbedding};
 
 use crate::device::Job;
+use crate::outputs::check_output_file;
 
 /// Arguments of `name mix`.
 #[derive(Args, Debug)]
@@ -28,6 +29,7 @@ pub struct MixArgs {
 
 impl Job for MixArgs {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        check_output_file(&self.out, &[&self.a, &self.b])?;
         let a = NameEmbedding::<B>::load(&self.a, &device)?;
         let b = NameEmbedding::<B>::load(&self.b, &device)?;
         let mixed = if self.slerp {

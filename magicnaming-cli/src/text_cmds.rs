@@ -9,6 +9,7 @@ use magicnaming_models::sdxl::SdxlTextEncoders;
 
 use crate::args::ModelArgs;
 use crate::device::Job;
+use crate::outputs::check_output_file;
 use crate::tensors::save_raw;
 
 /// Arguments of `encode-prompt`.
@@ -61,6 +62,9 @@ fn host<B: Backend, const D: usize>(t: burn::tensor::Tensor<B, D>) -> (Vec<usize
 
 impl Job for EncodePromptArgs {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let mut inputs: Vec<&std::path::Path> = vec![&self.model.model];
+        inputs.extend(self.name.as_deref());
+        check_output_file(&self.out, &inputs)?;
         // The name is read first so that a bad name file fails before any model work.
         let name = match &self.name {
             Some(p) => Some(NameEmbedding::<B>::load(p, &device)?),
@@ -109,6 +113,7 @@ impl Job for FromTextArgs {
             !self.text.trim().is_empty(),
             "--text: the name text is empty"
         );
+        check_output_file(&self.out, &[&self.model.model])?;
         let enc = load_text::<B>(&self.model, &device)?;
         let name = enc.text_code_name(&self.text, self.tokens)?;
         name.save(&self.out)?;

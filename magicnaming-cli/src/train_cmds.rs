@@ -9,6 +9,7 @@ use magicnaming_models::name_encoder::{load_head, NameEncoderConfig};
 use magicnaming_models::train::{evaluate, train, Dataset, TrainConfig};
 
 use crate::device::Job;
+use crate::outputs::check_output_dir;
 
 /// Arguments of `train`.
 #[derive(Args, Debug)]
@@ -64,6 +65,7 @@ impl Job for TrainArgs {
 
     /// Several devices (`--device cuda:0,cuda:1`): data parallel, the batch split across them.
     fn run_on<B: Backend>(self, devices: Vec<B::Device>) -> Result<()> {
+        check_output_dir(&self.out)?;
         let dataset = Dataset::load(&self.dataset)?;
         let config = TrainConfig {
             steps: self.steps,

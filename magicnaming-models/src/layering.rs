@@ -10,6 +10,7 @@ use std::path::Path;
 const LAYERS: &[(&str, usize)] = &[
     ("error", 0),
     ("json", 0),
+    ("image_file", 0),
     ("weights", 0),
     ("nn", 1),
     ("clip", 2),

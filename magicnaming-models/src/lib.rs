@@ -18,19 +18,21 @@
 //!     |
 //!   sdxl/          name_encoder/ the pipeline, prompt encoding | photo -> name
 //!     |                 |
-//!   clip/  unet/  vae/  schedulers/   model families, each with the remap tables
-//!     |                               of the weight formats it reads
+//!   clip/  unet/  vae/  schedulers/  face/   model families, each with the remap
+//!     |                                      tables of the weight formats it reads
 //!   nn/                          shared blocks: attention, resnet, norm, conv,
 //!     |                          precision casts, our kernels
 //!   weights/  json  error        format machinery: safetensors (also sharded),
-//!                                float types, remap application and load reports,
-//!                                locating a model's files
+//!   image_file                   torch.save, ONNX, float types, remap application and
+//!                                load reports, locating a model's files; image files
+//!                                read within limits
 //! ```
 #![warn(missing_docs)]
 
 pub mod clip;
 pub mod error;
 pub mod face;
+pub mod image_file;
 pub mod json;
 pub mod name_encoder;
 pub mod nn;

@@ -8,5 +8,6 @@ mod bench;
 mod dataset;
 mod face;
 mod generate;
+mod hostile;
 mod text;
 mod train;

@@ -15,11 +15,11 @@
 //! Images smaller than [`MIN_IMAGE_SIDE`] pixels on a side are rejected: a CLIP patch is
 //! 14 pixels, so such an image carries no face detail, and transformers would silently
 //! upscale it.
-use std::io::Cursor;
 use std::path::Path;
 
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+use image::{DynamicImage, RgbImage};
 
+use crate::image_file::decode_image_file;
 use crate::{ModelError, Result};
 
 /// Smallest accepted width and height, in pixels (after EXIF orientation).
@@ -32,40 +32,14 @@ fn image_error(path: &Path, message: impl Into<String>) -> ModelError {
     }
 }
 
-/// Decodes `path` and applies its EXIF orientation.
+/// Decodes `path` and applies its EXIF orientation, within the limits of
+/// [`crate::image_file`].
 ///
 /// # Errors
-/// [`ModelError::Image`] naming the path for a missing, unreadable, truncated or
-/// unsupported file, or an image smaller than [`MIN_IMAGE_SIDE`].
+/// [`ModelError::Image`] naming the path for a missing, unreadable, truncated,
+/// unsupported or over-limit file, or an image smaller than [`MIN_IMAGE_SIDE`].
 pub fn decode_image(path: &Path) -> Result<DynamicImage> {
-    let bytes = std::fs::read(path).map_err(|e| image_error(path, format!("cannot open: {e}")))?;
-    let reader = ImageReader::new(Cursor::new(bytes.as_slice()))
-        .with_guessed_format()
-        .map_err(|e| image_error(path, format!("cannot read: {e}")))?;
-    match reader.format() {
-        None => {
-            return Err(image_error(
-                path,
-                "not an image in a supported format (PNG, JPEG, WebP, BMP, TIFF, GIF)",
-            ));
-        }
-        Some(ImageFormat::Jpeg) if !jpeg_is_complete(&bytes) => {
-            return Err(image_error(
-                path,
-                "truncated JPEG: no end-of-image marker after the last scan",
-            ));
-        }
-        Some(_) => {}
-    }
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| image_error(path, format!("cannot decode: {e}")))?;
-    let orientation = decoder
-        .orientation()
-        .map_err(|e| image_error(path, format!("cannot read the EXIF orientation: {e}")))?;
-    let mut img = DynamicImage::from_decoder(decoder)
-        .map_err(|e| image_error(path, format!("cannot decode: {e}")))?;
-    img.apply_orientation(orientation);
+    let img = decode_image_file(path)?;
     let (w, h) = (img.width(), img.height());
     if w < MIN_IMAGE_SIDE || h < MIN_IMAGE_SIDE {
         return Err(image_error(
@@ -76,18 +50,6 @@ pub fn decode_image(path: &Path) -> Result<DynamicImage> {
         ));
     }
     Ok(img)
-}
-
-/// Whether a JPEG stream has an end-of-image marker (`FF D9`) after its last
-/// start-of-scan (`FF DA`). zune-jpeg fills the missing rows of a truncated file with gray
-/// and reports success; PIL raises "image file is truncated". Inside entropy-coded data
-/// every `FF` byte is stuffed (`FF 00`), so neither marker can appear there by accident.
-fn jpeg_is_complete(bytes: &[u8]) -> bool {
-    let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
-    match (last(0xDA), last(0xD9)) {
-        (Some(sos), Some(eoi)) => eoi > sos,
-        _ => false,
-    }
 }
 
 /// PIL's `alpha_composite` of one RGBA pixel over opaque white (`AlphaComposite.c`, 7

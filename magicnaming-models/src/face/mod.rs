@@ -22,6 +22,7 @@ pub use face_align::{ARCFACE_DST, estimate_norm, norm_crop, similarity_transform
 pub use iresnet::{IResNet, IResNetConfig};
 pub use mtcnn::MtcnnNets;
 
+use crate::image_file::decode_image_file;
 use crate::weights::onnx::read_onnx;
 use crate::weights::torch_file::to_safetensors_bytes;
 use crate::weights::{SafetensorsFile, load_module, torch_as_safetensors};
@@ -34,24 +35,16 @@ pub const RECOGNITION_SIZE: u32 = 112;
 /// scaled from 112 to 224 (any size works with [`norm_crop`]).
 pub const CLIP_CROP_SIZE: u32 = 224;
 
-/// Reads an image file as 8-bit RGB for face work: gray is replicated, an alpha channel
+/// Reads an image file as 8-bit RGB for face work (within the limits of
+/// [`crate::image_file`], EXIF orientation applied): gray is replicated, an alpha channel
 /// is dropped (PIL's `convert("RGB")`, what facenet-pytorch is given), 16-bit samples are
 /// scaled to 8 bits.
 ///
 /// # Errors
-/// [`ModelError::Image`] naming the file when it cannot be read or decoded.
+/// [`ModelError::Image`] naming the file when it cannot be read or decoded, or is over a
+/// limit.
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    let err = |message: String| ModelError::Image {
-        path: path.to_path_buf(),
-        message,
-    };
-    let img = image::ImageReader::open(path)
-        .map_err(|e| err(format!("cannot open: {e}")))?
-        .with_guessed_format()
-        .map_err(|e| err(format!("cannot read: {e}")))?
-        .decode()
-        .map_err(|e| err(format!("cannot decode: {e}")))?;
-    Ok(img.to_rgb8())
+    Ok(decode_image_file(path)?.to_rgb8())
 }
 
 /// MTCNN with its settings.
