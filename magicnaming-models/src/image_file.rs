@@ -105,9 +105,16 @@ fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
 /// [`ModelError::Image`] naming the path for a missing, unreadable, truncated or
 /// unsupported file, and for one over a limit (with the limit).
 pub fn decode_image_file(path: &Path) -> Result<DynamicImage> {
+    decode_image_bytes(&read_bounded(path, image_limits().max_file_bytes)?, path)
+}
+
+/// [`decode_image_file`] of a file's bytes; `path` names it in errors.
+///
+/// # Errors
+/// As [`decode_image_file`].
+pub fn decode_image_bytes(bytes: &[u8], path: &Path) -> Result<DynamicImage> {
     let limits = image_limits();
-    let bytes = read_bounded(path, limits.max_file_bytes)?;
-    let reader = ImageReader::new(Cursor::new(bytes.as_slice()))
+    let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| image_error(path, format!("cannot read: {e}")))?;
     match reader.format() {
@@ -117,7 +124,7 @@ pub fn decode_image_file(path: &Path) -> Result<DynamicImage> {
                 "not an image in a supported format (PNG, JPEG, WebP, BMP, TIFF, GIF)",
             ));
         }
-        Some(ImageFormat::Jpeg) if !jpeg_is_complete(&bytes) => {
+        Some(ImageFormat::Jpeg) if !jpeg_is_complete(bytes) => {
             return Err(image_error(
                 path,
                 "truncated JPEG: no end-of-image marker after the last scan",

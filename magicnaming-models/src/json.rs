@@ -6,6 +6,72 @@ use serde_json::Value;
 
 use crate::ModelError;
 
+/// Largest integer a model configuration may hold (channels, widths, layer and head
+/// counts, vocabulary and image sizes): the largest real value, a vocabulary of ~50k or
+/// a sample count of 1000, is far below it, and a network sized by it would not fit any
+/// machine anyway. A config over it is refused before any tensor is made.
+pub const MAX_CONFIG_INT: u64 = 1 << 20;
+
+/// Longest array a model configuration may hold.
+pub const MAX_CONFIG_ARRAY: usize = 1 << 16;
+
+/// Checks every integer and array of a parsed configuration against [`MAX_CONFIG_INT`]
+/// and [`MAX_CONFIG_ARRAY`].
+///
+/// # Errors
+/// [`ModelError::Config`] naming the file and the key path (`block_out_channels[0]`).
+pub fn check_config_sizes(value: &Value, path: &Path) -> crate::Result<()> {
+    fn walk(v: &Value, at: &mut String, path: &Path) -> crate::Result<()> {
+        let bad = |at: &str, what: String| {
+            ModelError::config(
+                path,
+                format!("`{at}` = {what}: over the limit of model configurations"),
+            )
+        };
+        match v {
+            Value::Number(n) => {
+                let big = match (n.as_u64(), n.as_i64()) {
+                    (Some(u), _) => u > MAX_CONFIG_INT,
+                    (None, Some(i)) => i.unsigned_abs() > MAX_CONFIG_INT,
+                    // Floats (learning rates, betas, scaling factors) are not sizes.
+                    (None, None) => false,
+                };
+                if big {
+                    return Err(bad(at, format!("{n} (at most {MAX_CONFIG_INT})")));
+                }
+            }
+            Value::Array(a) => {
+                if a.len() > MAX_CONFIG_ARRAY {
+                    return Err(bad(
+                        at,
+                        format!("an array of {} items (at most {MAX_CONFIG_ARRAY})", a.len()),
+                    ));
+                }
+                let len = at.len();
+                for (i, x) in a.iter().enumerate() {
+                    at.push_str(&format!("[{i}]"));
+                    walk(x, at, path)?;
+                    at.truncate(len);
+                }
+            }
+            Value::Object(o) => {
+                let len = at.len();
+                for (k, x) in o {
+                    if !at.is_empty() {
+                        at.push('.');
+                    }
+                    at.push_str(k);
+                    walk(x, at, path)?;
+                    at.truncate(len);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+    walk(value, &mut String::new(), path)
+}
+
 /// Reads a JSON file into a `Value`, naming the file on failure.
 ///
 /// # Errors

@@ -150,6 +150,7 @@ impl ClipTextConfig {
     /// Parses a text configuration from a parsed `config.json` (a `CLIPTextConfig`, or a
     /// `CLIPConfig` whose `text_config` is used); `path` names the file in errors.
     pub fn from_json_value(root: &Value, path: &Path) -> crate::Result<Self> {
+        crate::json::check_config_sizes(root, path)?;
         let merged = merge(text_defaults(), section(root, "text_config", path)?, path)?;
         let c: Self = serde_json::from_value(merged)
             .map_err(|e| ModelError::config(path, format!("text config: {e}")))?;
@@ -218,6 +219,7 @@ impl ClipVisionConfig {
     /// Parses a vision configuration from a parsed `config.json` (a `CLIPVisionConfig`,
     /// or a `CLIPConfig` whose `vision_config` is used).
     pub fn from_json_value(root: &Value, path: &Path) -> crate::Result<Self> {
+        crate::json::check_config_sizes(root, path)?;
         let sec = section(root, "vision_config", path)?;
         let mut merged = merge(vision_defaults(), sec, path)?;
         // A full CLIPConfig keeps projection_dim at the top level, and CLIPModel's

@@ -102,6 +102,7 @@ impl ClipImageProcessorConfig {
     /// Keys of the wrong type, a `size` with `longest_edge` or without a known key, a
     /// `resample` other than bicubic, a zero size or standard deviation.
     pub fn from_json_value(root: &Value, path: &Path) -> crate::Result<Self> {
+        crate::json::check_config_sizes(root, path)?;
         let bad = |m: String| ModelError::config(path, m);
         let obj = root
             .as_object()

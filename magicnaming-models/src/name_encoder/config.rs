@@ -106,6 +106,7 @@ impl NameEncoderConfig {
     /// Missing towers, fields of the wrong type, head sizes that disagree with the
     /// top-level `num_tokens` / `token_dim` / `image_embed_dims`.
     pub fn from_json_value(root: &Value, path: &Path) -> Result<Self> {
+        crate::json::check_config_sizes(root, path)?;
         let bad = |m: String| ModelError::config(path, m);
         let obj = root
             .as_object()

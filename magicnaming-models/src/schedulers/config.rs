@@ -105,6 +105,7 @@ impl SchedulerConfig {
     /// Parses a JSON object; `source` names it in errors.
     pub fn from_json(value: &Value, source: impl Into<PathBuf>) -> crate::Result<Self> {
         let source = source.into();
+        crate::json::check_config_sizes(value, &source)?;
         let obj = value
             .as_object()
             .ok_or_else(|| ModelError::config(&source, "expected a JSON object"))?;

@@ -67,6 +67,7 @@ impl AutoencoderKLConfig {
     /// Parses a diffusers `vae/config.json` already read as JSON; `path` names the file in
     /// errors.
     pub fn from_json_value(root: &Value, path: &Path) -> crate::Result<Self> {
+        crate::json::check_config_sizes(root, path)?;
         let file = root
             .as_object()
             .ok_or_else(|| ModelError::config(path, "expected a JSON object"))?;

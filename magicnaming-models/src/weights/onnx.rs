@@ -167,7 +167,15 @@ fn float_values(t: &TensorProto, path: &Path) -> Result<(Vec<f32>, Vec<usize>)> 
 /// disagrees with its dims.
 pub fn read_onnx(path: &Path) -> Result<OnnxGraph> {
     let bytes = std::fs::read(path).map_err(|e| ModelError::open(path, "an ONNX model", e))?;
-    let model = ModelProto::decode(bytes.as_slice())
+    read_onnx_bytes(&bytes, path)
+}
+
+/// [`read_onnx`] of a file's bytes; `path` names it in errors.
+///
+/// # Errors
+/// As [`read_onnx`].
+pub fn read_onnx_bytes(bytes: &[u8], path: &Path) -> Result<OnnxGraph> {
+    let model = ModelProto::decode(bytes)
         .map_err(|e| ModelError::weights(path, format!("not an ONNX model: {e}")))?;
     let graph = model
         .graph
