@@ -105,9 +105,62 @@ enum NameCommand {
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    if let Err(e) = run(Cli::parse()) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    let cli = Cli::parse();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+        Err(panic) => {
+            // burn's GPU backends panic when device memory runs out (their allocator has no
+            // error path); the panic message is already printed.
+            if let Some(hint) = out_of_memory_hint(&panic_message(&*panic)) {
+                eprintln!("error: {hint}");
+            }
+            std::process::exit(101);
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+/// A remedy for a panic that reads as device memory running out.
+fn out_of_memory_hint(message: &str) -> Option<String> {
+    let m = message.to_ascii_lowercase();
+    let oom = [
+        "out of memory",
+        "out_of_memory",
+        "no pool handles allocation",
+        "outofmemory",
+    ]
+    .iter()
+    .any(|k| m.contains(k));
+    oom.then(|| {
+        "out of device memory: try --precision f16, a smaller --width/--height, or a smaller batch"
+            .to_string()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::out_of_memory_hint;
+
+    #[test]
+    fn allocator_panics_get_a_remedy() {
+        for m in [
+            "No pool handles allocation of size 411041792",
+            "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")",
+        ] {
+            assert!(out_of_memory_hint(m).unwrap().contains("f16"), "{m}");
+        }
+        assert!(out_of_memory_hint("index out of bounds").is_none());
     }
 }
 
