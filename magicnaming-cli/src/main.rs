@@ -148,22 +148,6 @@ fn out_of_memory_hint(message: &str) -> Option<String> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::out_of_memory_hint;
-
-    #[test]
-    fn allocator_panics_get_a_remedy() {
-        for m in [
-            "No pool handles allocation of size 411041792",
-            "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")",
-        ] {
-            assert!(out_of_memory_hint(m).unwrap().contains("f16"), "{m}");
-        }
-        assert!(out_of_memory_hint("index out of bounds").is_none());
-    }
-}
-
 fn run(cli: Cli) -> Result<()> {
     set_image_limits(ImageLimits {
         max_pixels: cli.max_image_pixels,
@@ -197,5 +181,21 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", device::compiled_backends().join(" "));
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::out_of_memory_hint;
+
+    #[test]
+    fn allocator_panics_get_a_remedy() {
+        for m in [
+            "No pool handles allocation of size 411041792",
+            "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")",
+        ] {
+            assert!(out_of_memory_hint(m).unwrap().contains("f16"), "{m}");
+        }
+        assert!(out_of_memory_hint("index out of bounds").is_none());
     }
 }

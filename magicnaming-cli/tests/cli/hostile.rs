@@ -59,6 +59,8 @@ fn bomb_png(path: &Path, w: u32, h: u32) {
 }
 
 /// Runs `c` to the end; its stderr, wall time and peak resident memory (bytes).
+// The child is reaped by `wait4`, which also gives its own resource usage.
+#[allow(clippy::zombie_processes)]
 fn run_measured(c: &mut Command) -> (bool, String, Duration, u64) {
     let start = Instant::now();
     let child = c
