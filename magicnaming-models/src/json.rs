@@ -72,13 +72,44 @@ pub fn check_config_sizes(value: &Value, path: &Path) -> crate::Result<()> {
     walk(value, &mut String::new(), path)
 }
 
+/// Largest configuration or tokenizer file read (the largest tokenizer.json of a public
+/// model is ~30 MB; SDXL's CLIP ones are 3.6 MB).
+pub const MAX_TEXT_FILE: u64 = 64 << 20;
+
+/// Reads a UTF-8 text file of at most [`MAX_TEXT_FILE`] bytes; `what` says what it is.
+///
+/// # Errors
+/// [`ModelError::MissingFile`] / [`ModelError::Io`] when unreadable or not UTF-8,
+/// [`ModelError::Config`] when over the limit (checked before reading).
+pub fn read_text_file(path: &Path, what: &str) -> crate::Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| ModelError::open(path, what, e))?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let too_big = |n: u64| {
+        ModelError::config(
+            path,
+            format!("{n} bytes is over the {MAX_TEXT_FILE}-byte limit of {what} files"),
+        )
+    };
+    if len > MAX_TEXT_FILE {
+        return Err(too_big(len));
+    }
+    let mut text = String::with_capacity(len as usize);
+    file.take(MAX_TEXT_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| ModelError::io(path, e))?;
+    if text.len() as u64 > MAX_TEXT_FILE {
+        return Err(too_big(text.len() as u64));
+    }
+    Ok(text)
+}
+
 /// Reads a JSON file into a `Value`, naming the file on failure.
 ///
 /// # Errors
-/// A file that cannot be read ([`ModelError::Io`] / [`ModelError::MissingFile`]) or is not
-/// JSON ([`ModelError::Config`]).
+/// A file that cannot be read ([`ModelError::Io`] / [`ModelError::MissingFile`]), is over
+/// [`MAX_TEXT_FILE`] or is not JSON ([`ModelError::Config`]).
 pub fn read_json(path: &Path) -> crate::Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ModelError::open(path, "a JSON configuration", e))?;
+    let text = read_text_file(path, "a JSON configuration")?;
     serde_json::from_str(&text).map_err(|e| ModelError::config(path, format!("invalid JSON: {e}")))
 }

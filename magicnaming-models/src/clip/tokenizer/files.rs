@@ -26,7 +26,7 @@ pub(super) fn read_json_object(path: &Path, required: bool) -> Result<Option<Map
         }
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    let text = crate::json::read_text_file(path, "a tokenizer JSON")?;
     match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(map)) => Ok(Some(map)),
         Ok(_) => Err(tokenizer_error(path, "not a JSON object")),
@@ -57,7 +57,7 @@ fn vocab_from_object(map: &Map<String, Value>, path: &Path) -> Result<Vocab> {
 
 /// `merges.txt`: one `a b` pair a line, `#version` lines skipped (as `tokenizers`' `BPE::read_file`).
 pub(super) fn read_merges_txt(path: &Path) -> Result<Merges> {
-    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    let text = crate::json::read_text_file(path, "a tokenizer merges")?;
     let mut merges = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.starts_with("#version") {
