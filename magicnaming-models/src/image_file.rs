@@ -5,12 +5,13 @@
 //!
 //! The limits are process-wide ([`set_image_limits`]); the defaults cover any real photo
 //! (PIL's decompression-bomb bound of 178,956,970 pixels, 2x its warning level).
-use std::io::{Cursor, Read};
+use std::io::Cursor;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
+use crate::bounded_read::{BoundedReadError, read_bounded};
 use crate::{ModelError, Result};
 
 /// What an image file may declare and take.
@@ -75,27 +76,14 @@ fn image_error(path: &Path, message: impl Into<String>) -> ModelError {
 }
 
 /// Reads at most `limit` bytes of `path` (more is an error, found without reading on).
-fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let file =
-        std::fs::File::open(path).map_err(|e| image_error(path, format!("cannot open: {e}")))?;
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let too_big = |n: u64| {
-        image_error(
+fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    read_bounded(path, limit).map_err(|e| match e {
+        BoundedReadError::Io(e) => image_error(path, format!("cannot open: {e}")),
+        BoundedReadError::TooBig(n) => image_error(
             path,
             format!("{n} bytes is over the {limit}-byte limit of image files (set_image_limits)"),
-        )
-    };
-    if len > limit {
-        return Err(too_big(len));
-    }
-    let mut bytes = Vec::with_capacity(len as usize);
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| image_error(path, format!("cannot read: {e}")))?;
-    if bytes.len() as u64 > limit {
-        return Err(too_big(bytes.len() as u64));
-    }
-    Ok(bytes)
+        ),
+    })
 }
 
 /// Decodes `path` (PNG, JPEG, WebP, BMP, TIFF, GIF, by content) and applies its EXIF
@@ -105,7 +93,7 @@ fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
 /// [`ModelError::Image`] naming the path for a missing, unreadable, truncated or
 /// unsupported file, and for one over a limit (with the limit).
 pub fn decode_image_file(path: &Path) -> Result<DynamicImage> {
-    decode_image_bytes(&read_bounded(path, image_limits().max_file_bytes)?, path)
+    decode_image_bytes(&read_limited(path, image_limits().max_file_bytes)?, path)
 }
 
 /// [`decode_image_file`] of a file's bytes; `path` names it in errors.

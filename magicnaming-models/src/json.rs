@@ -5,6 +5,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::ModelError;
+use crate::bounded_read::{BoundedReadError, read_bounded};
 
 /// Largest integer a model configuration may hold (channels, widths, layer and head
 /// counts, vocabulary and image sizes): the largest real value, a vocabulary of ~50k or
@@ -82,26 +83,14 @@ pub const MAX_TEXT_FILE: u64 = 64 << 20;
 /// [`ModelError::MissingFile`] / [`ModelError::Io`] when unreadable or not UTF-8,
 /// [`ModelError::Config`] when over the limit (checked before reading).
 pub fn read_text_file(path: &Path, what: &str) -> crate::Result<String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| ModelError::open(path, what, e))?;
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let too_big = |n: u64| {
-        ModelError::config(
+    let bytes = read_bounded(path, MAX_TEXT_FILE).map_err(|e| match e {
+        BoundedReadError::Io(e) => ModelError::open(path, what, e),
+        BoundedReadError::TooBig(n) => ModelError::config(
             path,
             format!("{n} bytes is over the {MAX_TEXT_FILE}-byte limit of {what} files"),
-        )
-    };
-    if len > MAX_TEXT_FILE {
-        return Err(too_big(len));
-    }
-    let mut text = String::with_capacity(len as usize);
-    file.take(MAX_TEXT_FILE + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| ModelError::io(path, e))?;
-    if text.len() as u64 > MAX_TEXT_FILE {
-        return Err(too_big(text.len() as u64));
-    }
-    Ok(text)
+        ),
+    })?;
+    String::from_utf8(bytes).map_err(|e| ModelError::config(path, format!("not UTF-8 text: {e}")))
 }
 
 /// Reads a JSON file into a `Value`, naming the file on failure.

@@ -11,6 +11,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("error", 0),
     ("json", 0),
     ("image_file", 0),
+    ("bounded_read", 0),
     ("weights", 0),
     ("nn", 1),
     ("clip", 2),

@@ -29,6 +29,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod bounded_read;
 pub mod clip;
 pub mod error;
 pub mod face;
