@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Prints the benchmark table of docs/BENCHMARKS.md from `magicnaming bench --json` and
-`bench_diffusers.py --json` outputs of the same run.
+`bench_diffusers.py --json` (or `bench_faces.py --json`) outputs of the same run.
 
     python3 tools/bench/compare.py OURS.json DIFFUSERS.json [MORE_OURS.json MORE_DIFFUSERS.json ...]
         [--command "bash tools/bench/run_gpu.sh"] [--peaks PEAKS.json]
 
-Files come in pairs (ours, diffusers); rows are paired by component name. The ratio is
+Files come in pairs (ours, diffusers or pytorch); rows are paired by component name. The ratio is
 ours / diffusers of the medians: below 1 means ours is faster (the target on a GPU:
 at most 0.8 for the whole image). --peaks adds peak-device-memory rows from the JSON
 that run_gpu.sh writes ({"label": {"ours": bytes, "diffusers": bytes}, ...}).
@@ -15,6 +15,8 @@ import argparse
 import json
 import sys
 
+LABELS = {"diffusers": "Diffusers", "pytorch": "PyTorch"}
+HEADERS = {"diffusers": "diffusers", "pytorch": "facenet-pytorch / PyTorch"}
 
 def load(path):
     """One report; `A.json+B.json+...` merges the components of several runs of one tool
@@ -51,8 +53,9 @@ def card(r):
 
 
 def table(pairs, command, peaks):
+    ref = " / ".join(dict.fromkeys(HEADERS[theirs["tool"]] for _, theirs in pairs))
     lines = [
-        "| component | ours | diffusers | ratio (ours / diffusers) | card | date | command |",
+        f"| component | ours | {ref} | ratio (ours / {ref}) | card | date | command |",
         "|---|---|---|---|---|---|---|",
     ]
     for ours, theirs in pairs:
@@ -97,9 +100,11 @@ def main(argv=None):
     reports = [load(f) for f in a.files]
     pairs = list(zip(reports[0::2], reports[1::2]))
     for ours, theirs in pairs:
-        if ours.get("tool") != "magicnaming" or theirs.get("tool") != "diffusers":
-            p.error("each pair must be (magicnaming, diffusers)")
-        for key in ("resolution", "steps", "guidance", "tower_batch"):
+        if ours.get("tool") != "magicnaming" or theirs.get("tool") not in ("diffusers", "pytorch"):
+            p.error("each pair must be (magicnaming, diffusers or pytorch)")
+        # bench_faces.py's reports carry only the face settings.
+        sdxl_keys = ("resolution", "steps", "guidance", "tower_batch") if theirs["tool"] == "diffusers" else ()
+        for key in sdxl_keys + ("face_image", "face_batch"):
             if ours["settings"].get(key) != theirs["settings"].get(key):
                 p.error(f"settings differ: {key} {ours['settings'].get(key)} vs {theirs['settings'].get(key)}")
     peaks = None
@@ -112,15 +117,19 @@ def main(argv=None):
         s = ours["settings"]
         names = [c["name"] for c in ours["components"] + theirs["components"]]
         sizes = []
-        if any(not n.startswith("tower:") for n in names):
+        if any(not n.startswith(("tower:", "face:")) for n in names):
             sizes.append(f"{s['resolution']}x{s['resolution']}, {s['steps']} steps, guidance {s['guidance']:g}")
         if any(n.startswith("tower:") for n in names):
             sizes.append(f"tower batch {s['tower_batch']}")
+        if any(n.startswith("face:") for n in names):
+            sizes.append(f"faces: detection on {s['face_image']}, IResNet-50 batch {s['face_batch']}")
         print(f"Settings: {'; '.join(sizes)}; warm-up {s['warmup']} (image {s['image_warmup']}), "
               f"up to {s['iters']} timed runs (image {s['image_iters']})"
               + (f", {s['budget_s']:g} s per component" if s.get("budget_s") is not None else "")
               + "; cells: median (min–max, n = timed runs).")
-        print(f"Ours: {ours['implementation']}, {ours['dtype']}. Diffusers: {theirs['implementation']}, {theirs['dtype']}"
+        print(f"Ours: {ours['implementation']}, {ours['dtype']}. {LABELS[theirs['tool']]}: "
+              f"{theirs['implementation']}, {theirs['dtype']}"
+              + (f", {theirs['settings']['torch_threads']} torch threads" if theirs['settings'].get('torch_threads') else "")
               + (f", VAE decode in {theirs['settings'].get('vae_dtype')}" if theirs['settings'].get('vae_dtype') else "")
               + ".")
         print(f"Machine: {ours['device_name']}.")
@@ -129,7 +138,7 @@ def main(argv=None):
             a, b = (l.get("start") or [None])[0], (l.get("end") or [None])[0]
             return "?" if a is None else f"{a:.1f} -> {'?' if b is None else f'{b:.1f}'}"
         if la or lb:
-            print(f"Load average (1 min), start -> end: ours {span(la)}, diffusers {span(lb)}.")
+            print(f"Load average (1 min), start -> end: ours {span(la)}, {theirs['tool']} {span(lb)}.")
         print("```sh")
         print(ours["command"])
         print(theirs["command"])

@@ -25,6 +25,9 @@ pub enum Component {
     /// `conv::conv2d` where our rule applies (f16 in f32 without tensor cores). Not in
     /// the default set.
     Convs,
+    /// Faces: MTCNN detection on --face-image (whole, then the pyramid and P-Net alone)
+    /// and IResNet-50 at --face-batch. Not in the default set.
+    Faces,
 }
 
 /// Float type of the models and activations.
@@ -81,6 +84,12 @@ pub struct BenchArgs {
     /// Images per image-tower call.
     #[arg(long, default_value_t = 64)]
     pub(super) tower_batch: usize,
+    /// Photo of the faces component's detection rows, used at its size (f32, 8-bit RGB).
+    #[arg(long)]
+    pub(super) face_image: Option<PathBuf>,
+    /// Aligned 112 x 112 crops per IResNet-50 call (faces component).
+    #[arg(long, default_value_t = 32)]
+    pub(super) face_batch: usize,
     /// Untimed runs first (the whole image: one when > 0, its steps repeat the UNet's).
     #[arg(long, default_value_t = 2)]
     pub(super) warmup: usize,
@@ -131,6 +140,9 @@ impl BenchArgs {
         }
         if self.budget_s.is_some_and(|b| b.is_nan() || b < 0.0) {
             bail!("--budget-s must be a number of seconds >= 0");
+        }
+        if self.has(Component::Faces) && (self.face_image.is_none() || self.face_batch == 0) {
+            bail!("the faces component needs --face-image and a --face-batch of at least 1");
         }
         if let Some(c) = self.config.as_ref().filter(|c| !c.is_dir()) {
             bail!("--config {}: not a folder", c.display());

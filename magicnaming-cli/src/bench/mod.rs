@@ -1,10 +1,11 @@
 //! `bench`: times SDXL's components and the CLIP image towers on one device:
 //! both text encoders on one prompt (with the unconditional embeddings, as a guided
 //! pipeline makes them), one UNet step at batch 2 (guidance), the VAE decode, a whole
-//! image through [`SdxlPipeline`](magicnaming_models::sdxl::SdxlPipeline), and the image
-//! towers at a batch. Each runs `--warmup` times untimed (the first run of a shape pays
-//! burn's autotune and kernel compilation on GPU backends), then `--iters` times timed;
-//! the median, min and max are reported.
+//! image through [`SdxlPipeline`](magicnaming_models::sdxl::SdxlPipeline), the image
+//! towers at a batch, and (on request) face detection and recognition. Each runs
+//! `--warmup` times untimed (the first run of a shape pays burn's autotune and kernel
+//! compilation on GPU backends), then `--iters` times timed; the median, min and max are
+//! reported.
 //!
 //! GPU backends are asynchronous: every run ends with `B::sync`, and its outputs stay
 //! alive until then, so the clock is read once the device has finished the work.
@@ -23,8 +24,9 @@
 //!
 //! The files: `args` (the flags and their checks), `models` (real or random models, image
 //! towers), `timing` (warm-ups, timed runs, statistics), `sdxl`, `towers` and `layers` (the
-//! components), `report` (the JSON report and the table).
+//! components), `faces` (MTCNN and IResNet-50), `report` (the JSON report and the table).
 mod args;
+mod faces;
 mod layers;
 mod models;
 mod report;
@@ -82,6 +84,9 @@ impl Job for BenchArgs {
         }
         if self.has(Component::Convs) {
             self.bench_convs::<B>(&device, &mut rec)?;
+        }
+        if self.has(Component::Faces) {
+            self.bench_faces::<B>(&device, &mut rec)?;
         }
         print_table(&rec.report());
         if let Some(p) = &self.json {

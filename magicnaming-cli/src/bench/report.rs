@@ -47,6 +47,7 @@ impl Recorder {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        let faces = args.has(super::args::Component::Faces);
         let header = json!({
             "schema": "magicnaming-bench/1",
             "tool": "magicnaming",
@@ -64,6 +65,8 @@ impl Recorder {
                 "image_warmup": args.warmup.min(1), "prompt": args.prompt, "seed": args.seed,
                 "budget_s": args.budget_s,
                 "kernels": !args.no_kernels && magicnaming_models::nn::kernels::COMPILED,
+                "face_image": faces.then(|| args.face_image.as_ref().map(|p| p.display().to_string())),
+                "face_batch": faces.then_some(args.face_batch),
             },
             "components": [],
             "host_load": { "start": loadavg(), "end": null },

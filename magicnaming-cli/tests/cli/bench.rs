@@ -168,4 +168,58 @@ fn bench_rejects_bad_requests_before_any_work() {
         err(&["--components", "towers", "--tower", "/nonexistent/tower"])
             .contains("/nonexistent/tower")
     );
+    assert!(err(&["--components", "faces"]).contains("--face-image"));
+}
+
+#[test]
+fn bench_faces_times_mtcnn_and_iresnet50() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("bench.json");
+    let photo = fixtures().join("face/astronaut.png");
+    let out = output(
+        bin()
+            .args(["bench", "--components", "faces", "--face-image"])
+            .arg(&photo)
+            .args([
+                "--face-batch",
+                "1",
+                "--iters",
+                "1",
+                "--warmup",
+                "0",
+                "--json",
+            ])
+            .arg(&json),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let s = &report["settings"];
+    assert_eq!(s["face_batch"], 1);
+    assert_eq!(s["face_image"], photo.display().to_string());
+    let components = report["components"].as_array().unwrap();
+    let row = |name: &str| {
+        components
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} row in {components:?}"))
+    };
+    let what = |name: &str| row(name)["what"].as_str().unwrap().to_string();
+    // The astronaut: one face, found at the photo's own size.
+    assert!(what("face:detect").contains("256x256 photo"));
+    assert!(what("face:detect").ends_with("; 1 faces"));
+    // facenet-pytorch's pyramid for 256 px: scales 0.6 * 0.709^k while 256 * scale >= 12.
+    assert!(what("face:detect:pyramid").contains("8 area resizes"));
+    assert!(what("face:detect:pnet").contains("largest 154x154"));
+    assert!(what("face:iresnet50").contains("batch 1 at 112x112"));
+    // arcface_torch iresnet50: 43,590,848 PyTorch parameters; burn also counts the batch
+    // norms' running means and variances (2 x 19,072 channels).
+    assert_eq!(row("face:iresnet50")["params"], 43_590_848 + 2 * 19_072);
+    for c in components {
+        assert_eq!(c["samples_ms"].as_array().unwrap().len(), 1, "{c}");
+        assert!(c["median_ms"].as_f64().unwrap() > 0.0, "{c}");
+    }
 }

@@ -222,8 +222,9 @@ fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().into_vec().expect("f32 data")
 }
 
-/// Scales of the image pyramid for an `h x w` image.
-fn scales(h: usize, w: usize, cfg: &MtcnnConfig) -> Vec<f64> {
+/// Scales of the image pyramid for an `h x w` image (P-Net runs on the image resized to
+/// `(h * scale + 1, w * scale + 1)`, truncated, at each).
+pub fn scales(h: usize, w: usize, cfg: &MtcnnConfig) -> Vec<f64> {
     let m = 12.0 / cfg.min_face_size;
     let mut minl = h.min(w) as f64 * m;
     let mut scale = m;
