@@ -93,6 +93,33 @@ pub enum ModelError {
         /// More about the search (thresholds, minimum size).
         detail: String,
     },
+    /// A LoRA update whose shape does not fit the module it names (a LoRA made for another
+    /// model: SD 1.5, SD 2, another SDXL size).
+    #[error(
+        "{path}: `{key}` updates {component} module `{module}` with a {lora_shape:?} weight, \
+         the model's is {model_shape:?} (a LoRA for another model?)"
+    )]
+    LoraShape {
+        /// The LoRA file.
+        path: PathBuf,
+        /// The module key in the file.
+        key: String,
+        /// `unet`, `te1` or `te2`.
+        component: String,
+        /// The module's path in the model.
+        module: String,
+        /// The update's shape (PyTorch layout).
+        lora_shape: Vec<usize>,
+        /// The model's weight shape (PyTorch layout).
+        model_shape: Vec<usize>,
+    },
+    /// LoRA keys that match no module of the model (`--lora-ignore-unmatched` makes them a
+    /// warning).
+    #[error("LoRA keys that match no module of the model: {}", .keys.join(", "))]
+    LoraUnmatched {
+        /// `file: key` for each.
+        keys: Vec<String>,
+    },
     /// An argument out of range (empty text, wrong shape...).
     #[error("invalid input: {0}")]
     InvalidInput(String),

@@ -10,6 +10,7 @@ mod diffusion_common;
 
 mod dataset_build;
 mod face;
+mod lora;
 mod norm;
 mod pipeline;
 mod precision;
