@@ -8,5 +8,6 @@ mod bench;
 mod dataset;
 mod face;
 mod generate;
+mod lora;
 mod text;
 mod train;

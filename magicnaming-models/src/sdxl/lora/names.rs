@@ -14,8 +14,11 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use super::file::{Component, Naming};
-use crate::unet::UNet2DConditionModel;
+use crate::Result;
+use crate::clip::config::ClipTextConfig;
 use crate::unet::remap::LdmLayout;
+use crate::unet::{UNet2DConditionModel, UNet2DConditionModelConfig};
+use crate::weights::SdxlSource;
 
 /// A weight a LoRA can update.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +89,32 @@ pub struct ModelNames {
 }
 
 impl ModelNames {
+    /// The targets of the UNet and both text encoders of `source`, from their
+    /// configurations alone (SDXL base's where a single file comes without them): the
+    /// models are built with lazy parameters, no weight is read or allocated.
+    ///
+    /// # Errors
+    /// A configuration that cannot be read.
+    pub fn from_configs<B: Backend>(source: &SdxlSource, device: &B::Device) -> Result<Self> {
+        let unet = match source.component_file("unet", "config.json") {
+            Some(p) => UNet2DConditionModelConfig::from_file(&p)?,
+            None => UNet2DConditionModelConfig::sdxl_base(),
+        };
+        let text = |component: &str, builtin: fn() -> ClipTextConfig| match source
+            .component_file(component, "config.json")
+        {
+            Some(p) => ClipTextConfig::from_file(&p),
+            None => Ok(builtin()),
+        };
+        let te1 = text("text_encoder", ClipTextConfig::sdxl_text_encoder)?;
+        let te2 = text("text_encoder_2", ClipTextConfig::sdxl_text_encoder_2)?;
+        let mut names = Self::default();
+        names.add_unet(&unet.init::<B>(device));
+        names.add_text_encoder(Component::TextEncoder1, &te1.init::<B>(false, device));
+        names.add_text_encoder(Component::TextEncoder2, &te2.init::<B>(true, device));
+        Ok(names)
+    }
+
     /// The targets of a UNet (no weights are read).
     pub fn add_unet<B: Backend>(&mut self, unet: &UNet2DConditionModel<B>) {
         let layout = LdmLayout::new(unet.config());
