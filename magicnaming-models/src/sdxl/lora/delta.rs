@@ -13,7 +13,8 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
 
-use super::file::{LoraKind, LoraModule, Part};
+use super::file::LoraModule;
+use super::parts::{LoraKind, Part};
 use crate::Result;
 use crate::weights::SafetensorsFile;
 

@@ -24,7 +24,9 @@ pub mod delta;
 pub mod file;
 pub mod fuse;
 pub mod names;
+pub mod parts;
 
-pub use file::{Component, Lora, LoraKind, LoraModule, Naming, ScaledLora};
+pub use file::{Component, Lora, LoraModule, Naming, ScaledLora};
 pub use fuse::LoraFusion;
 pub use names::ModelNames;
+pub use parts::{LoraKind, Part};
