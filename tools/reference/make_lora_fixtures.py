@@ -20,6 +20,8 @@ Writes tests/fixtures/lora/ (deleted and rewritten):
   loha.safetensors            LyCORIS LoHa (kohya names), one conv with Tucker cores
   lokr.safetensors            LyCORIS LoKr (kohya names), whole and low-rank factors, one conv
                               with a Tucker core
+  dora.safetensors            kohya LoRA with DoRA magnitudes (dora_scale), per output row and per
+                              input channel
   bad-sd15.safetensors        a LoRA made for SD 1.5: attn2.to_k down [r, 768] (SD 1.5's text width)
   bad-no-lora.safetensors     tensors, none of them a LoRA part
   bad-rank.safetensors        lora_up rank 4, lora_down rank 3
@@ -32,7 +34,8 @@ Writes tests/fixtures/lora/ (deleted and rewritten):
 Cases: kohya-sgm, kohya-diffusers, peft (diffusers load_lora_weights + fuse_lora(lora_scale=0.7)),
 kohya-sgm-single (the same, on StableDiffusionXLPipeline.from_single_file), two
 (set_adapters(["sgm", "peft"], adapter_weights=[0.7, 0.4]) + fuse_lora()), loha and lokr
-(numpy formulas at multiplier 0.7; diffusers does not load them). Each diffusers result is
+(numpy formulas at multiplier 0.7; diffusers does not load them), dora (LyCORIS' own merge at
+multiplier 0.7). Each diffusers result is
 asserted equal to the formula W + m * alpha / rank * up @ down computed in numpy, module by module,
 and every module of every file is asserted to have been fused.
 
@@ -306,6 +309,46 @@ def lokr_file(pipe_w: dict, seed: int):
     return tensors, deltas
 
 
+@torch.no_grad()
+def dora_file(pipe, pipe_w: dict, seed: int):
+    """kohya LoRA with DoRA magnitudes (dora_scale), merged by LyCORIS itself:
+    LoConModule.make_module_from_state_dict(...).get_merged_weight(multiplier) for magnitudes per
+    output row ([out, 1, ...], LyCORIS' default), and lycoris.functional.general._weight_decompose
+    with wd_on_out=False for one per input channel ([1, in])."""
+    from lycoris.functional.general import _weight_decompose
+    from lycoris.modules.locon import LoConModule
+    g = torch.Generator().manual_seed(seed)
+    mods = [("unet", "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_q", True),
+            ("unet", "up_blocks.1.resnets.1.conv1", True),
+            ("te2", "encoder.layers.1.mlp.fc1", False)]
+    modules = {"unet": pipe.unet, "te2": pipe.text_encoder_2.text_model}
+    tensors, fused = {}, {}
+    for comp, path, on_out in mods:
+        w = torch.from_numpy(pipe_w[(comp, path)]).float()
+        orig = modules[comp].get_submodule(path)
+        assert torch.equal(orig.weight, w), path
+        rank, alpha = 4, 2.0
+        out_dim, in_dim, kernel = w.shape[0], w.shape[1], tuple(w.shape[2:])
+        down = torch.randn((rank, in_dim, *kernel), generator=g) * 0.3
+        up = torch.randn((out_dim, rank, *([1] * len(kernel))), generator=g) * 0.3
+        diff = (up.reshape(out_dim, rank) @ down.reshape(rank, -1)).reshape(w.shape) * (alpha / rank)
+        if on_out:
+            norm = (w + diff).reshape(out_dim, -1).norm(dim=1).reshape(out_dim, *[1] * (w.dim() - 1))
+            dora = norm * (1 + 0.5 * torch.rand(norm.shape, generator=g))
+            m = LoConModule.make_module_from_state_dict(f"lora_{path}", orig, up, down, None, alpha, dora)
+            merged = m.get_merged_weight(multiplier=SCALE)[0]
+        else:
+            norm = (w + diff).norm(dim=0, keepdim=True)
+            dora = norm * (1 + 0.5 * torch.rand(norm.shape, generator=g))
+            merged = _weight_decompose(w + diff, dora, SCALE, wd_on_out=False)
+        name = ("lora_unet_" + path.replace(".", "_")) if comp == "unet" else \
+            f"lora_{comp}_text_model_" + path.replace(".", "_")
+        tensors.update({f"{name}.lora_down.weight": down.numpy(), f"{name}.lora_up.weight": up.numpy(),
+                        f"{name}.alpha": np.array(alpha, dtype=np.float32), f"{name}.dora_scale": dora.numpy()})
+        fused[(comp, path)] = merged.detach().double().numpy()
+    return tensors, fused
+
+
 def run(pipe, init_latents) -> torch.Tensor:
     with torch.no_grad():
         return pipe(prompt=PROMPT, height=HEIGHT, width=WIDTH, num_inference_steps=STEPS, guidance_scale=GUIDANCE,
@@ -420,6 +463,16 @@ def main():
         settings[case] = {"file": f"{case}.safetensors", "scale": SCALE, "modules": len(deltas),
                           "formula": maker.__doc__.strip()}
         log(f"  {case}: {len(deltas)} modules (numpy)")
+
+    # ---- DoRA: LyCORIS' own merge ----
+    tensors, fused = dora_file(load_pipe(), w0, seed=6)
+    save_np(tensors, OUT / "dora.safetensors", {"ss_network_module": "lycoris.kohya"})
+    for k, v in fused.items():
+        assert np.abs(v - w0[k]).max() > 1e-2, k
+        ref[f"fused.dora.{k[0]}.{k[1]}.weight"] = torch.from_numpy(v.astype(np.float32))
+    settings["dora"] = {"file": "dora.safetensors", "scale": SCALE, "modules": len(fused),
+                        "formula": dora_file.__doc__.strip()}
+    log(f"  dora: {len(fused)} modules (LyCORIS)")
 
     # ---- bad inputs ----
     r = rng(9)

@@ -25,6 +25,9 @@ pub enum Component {
     /// `conv::conv2d` where our rule applies (f16 in f32 without tensor cores). Not in
     /// the default set.
     Convs,
+    /// Fusing a rank-32 LoRA on every UNet Linear (open, check, match, fuse). Not in the
+    /// default set.
+    Lora,
 }
 
 /// Float type of the models and activations.

@@ -26,6 +26,7 @@
 //! components), `report` (the JSON report and the table).
 mod args;
 mod layers;
+mod lora;
 mod models;
 mod report;
 mod sdxl;
@@ -79,6 +80,9 @@ impl Job for BenchArgs {
         }
         if self.has(Component::Norms) {
             self.bench_norms::<B>(&device, &mut rec)?;
+        }
+        if self.has(Component::Lora) {
+            self.bench_lora::<B>(&models, &device, &mut rec)?;
         }
         if self.has(Component::Convs) {
             self.bench_convs::<B>(&device, &mut rec)?;

@@ -1,5 +1,5 @@
-//! LoRA files fused at load against diffusers' `load_lora_weights` + `fuse_lora` and the
-//! LoHa / LoKr formulas in numpy (fixtures by tools/reference/make_lora_fixtures.py):
+//! LoRA files fused at load against diffusers' `load_lora_weights` + `fuse_lora`, the
+//! LoHa / LoKr formulas in numpy and LyCORIS' own DoRA merge (fixtures by tools/reference/make_lora_fixtures.py):
 //! every fused weight, the 5-step generation of the pipeline fixtures from a folder and
 //! from a single file, two LoRAs at once, and the bad inputs.
 use std::collections::BTreeMap;
@@ -165,11 +165,11 @@ fn single_file_with_lora_matches_diffusers() {
 }
 
 #[test]
-fn loha_and_lokr_match_their_formulas() {
+fn loha_lokr_and_dora_match_their_formulas() {
     let r = reference();
     let device = Default::default();
     let base = weights(&SdxlPipeline::<B>::load(&folder(), &device).unwrap());
-    for case in ["loha", "lokr"] {
+    for case in ["loha", "lokr", "dora"] {
         let pipe = SdxlPipeline::<B>::load_with(&folder(), &device, &with(&[(case, 0.7)])).unwrap();
         check_weights(case, &pipe, &base, &r);
     }

@@ -7,6 +7,10 @@
 //! | LoHa | `(w1a @ w1b) * (w2a @ w2b)`; with Tucker cores each factor is `einsum("i j k l, j r, i p -> p r k l", t, w_b, w_a)` |
 //! | LoKr | `kron(w1, w2)`, `w1 = w1_a @ w1_b` and `w2 = w2_a @ w2_b` when stored low-rank, `w2` from `lokr_t2` as LoHa's Tucker factor |
 //!
+//! DoRA (`dora_scale`, any kind) as LyCORIS merges it: `W' = (W + u) * (m * (d / |W + u| - 1) + 1)`
+//! with `u` the update times `alpha / rank`, `m` the multiplier and the norm taken per
+//! output row when `d` is `[out, 1, ...]`, per input channel when it is `[1, in, ...]`.
+//!
 //! As LyCORIS and ComfyUI read them: LoHa's rank is `hada_w1_b`'s first dimension; LoKr's is
 //! that of its low-rank factor (`w2`'s when both are), and a LoKr of two whole matrices
 //! ignores alpha.
@@ -185,6 +189,51 @@ pub fn update<B: Backend>(
         }
     };
     Ok(product.mul_scalar(m.scale()))
+}
+
+/// Whether `m`'s DoRA magnitude (if any) fits a weight of PyTorch shape `weight`: one
+/// value per output row or per input channel.
+pub fn dora_fits(file: &SafetensorsFile, m: &LoraModule, weight: &[usize]) -> bool {
+    let d = shape_of(file, m, Part::DoraScale);
+    let n: usize = d.iter().product();
+    (d.first() == Some(&weight[0]) && n == weight[0])
+        || (d.len() >= 2 && d[0] == 1 && d[1] == weight[1] && n == weight[1])
+}
+
+/// Applies `m`'s DoRA magnitude to `w` (= `W + u`, PyTorch layout flattened to
+/// `[out, in * kh * kw]`, f32) at `multiplier`; `weight` is the weight's PyTorch shape.
+///
+/// # Errors
+/// A tensor that cannot be read.
+pub fn dora<B: Backend>(
+    file: &SafetensorsFile,
+    m: &LoraModule,
+    w: Tensor<B, 2>,
+    multiplier: f32,
+    weight: &[usize],
+) -> Result<Tensor<B, 2>> {
+    let device = w.device();
+    let (values, _) = file.read_f32(&m.parts[&Part::DoraScale])?;
+    let [out, flat] = w.dims();
+    let eps = f32::EPSILON;
+    let blend = |scale: Tensor<B, 3>| scale.sub_scalar(1.0).mul_scalar(multiplier).add_scalar(1.0);
+    let d = shape_of(file, m, Part::DoraScale);
+    let per_output = d.first() == Some(&out);
+    let (inp, k) = (weight[1], flat / weight[1]);
+    let w3 = w.reshape([out, inp, k]);
+    let (norm, d) = if per_output {
+        let n = w3.clone().powi_scalar(2).sum_dim(2).sum_dim(1).sqrt();
+        let d =
+            Tensor::<B, 3>::from_data(TensorData::new(values, [out, 1, 1]), (&device, DType::F32));
+        (n, d)
+    } else {
+        let n = w3.clone().powi_scalar(2).sum_dim(2).sum_dim(0).sqrt();
+        let d =
+            Tensor::<B, 3>::from_data(TensorData::new(values, [1, inp, 1]), (&device, DType::F32));
+        (n, d)
+    };
+    let scale = blend(d / norm.add_scalar(eps));
+    Ok((w3 * scale).reshape([out, flat]))
 }
 
 #[cfg(test)]

@@ -10,9 +10,10 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
-use super::delta::{update, update_shape};
+use super::delta::{dora, dora_fits, update, update_shape};
 use super::file::{Component, ScaledLora};
 use super::names::ModelNames;
+use super::parts::Part;
 use crate::nn::precision::cast;
 use crate::{ModelError, Result};
 
@@ -88,6 +89,19 @@ impl<'a> LoraFusion<'a> {
                         component: m.component.name().to_string(),
                         module: target.path.clone(),
                         lora_shape: shape,
+                        model_shape: target.shape.clone(),
+                    });
+                }
+                if m.parts.contains_key(&Part::DoraScale) && !dora_fits(file, m, &target.shape) {
+                    return Err(ModelError::LoraShape {
+                        path: lora.path().to_path_buf(),
+                        key: format!("{}.dora_scale", m.key),
+                        component: m.component.name().to_string(),
+                        module: target.path.clone(),
+                        lora_shape: file
+                            .entry(&m.parts[&Part::DoraScale])
+                            .map(|e| e.shape.clone())
+                            .unwrap_or_default(),
                         model_shape: target.shape.clone(),
                     });
                 }
@@ -167,18 +181,26 @@ impl<'a> LoraFusion<'a> {
         Ok(model)
     }
 
-    fn sum<B: Backend>(&self, planned: &[Planned], device: &B::Device) -> Result<Tensor<B, 2>> {
-        let mut total: Option<Tensor<B, 2>> = None;
+    /// `w` (PyTorch layout `[out, in * kh * kw]`, f32) with the planned updates added in
+    /// order; a DoRA module rescales the weight it is added to.
+    fn apply<B: Backend>(
+        &self,
+        planned: &[Planned],
+        mut w: Tensor<B, 2>,
+        weight: &[usize],
+    ) -> Result<Tensor<B, 2>> {
+        let device = w.device();
         for p in planned {
             let s = &self.loras[p.lora];
             let m = &s.lora.modules()[p.module];
-            let u = update::<B>(s.lora.file(), m, device)?.mul_scalar(s.multiplier);
-            total = Some(match total {
-                Some(t) => t + u,
-                None => u,
-            });
+            let u = update::<B>(s.lora.file(), m, &device)?;
+            w = if m.parts.contains_key(&Part::DoraScale) {
+                dora(s.lora.file(), m, w + u, s.multiplier, weight)?
+            } else {
+                w + u.mul_scalar(s.multiplier)
+            };
         }
-        total.ok_or_else(|| ModelError::InvalidInput("an empty LoRA plan entry".into()))
+        Ok(w)
     }
 }
 
@@ -222,16 +244,24 @@ impl<B: Backend> ModuleMapper<B> for Fuser<'_, '_> {
         };
         let (id, w, mapper) = param.consume();
         let (dtype, shape) = (w.dtype(), w.shape());
-        let sum = match self.fusion.sum::<B>(planned, &w.device()) {
-            Ok(s) => s,
+        // PyTorch layout, flattened: burn's Linear weight is [in, out].
+        let dims = shape.clone().dims::<D>();
+        let torch: Vec<usize> = if linear {
+            vec![dims[1], dims[0]]
+        } else {
+            dims.to_vec()
+        };
+        let flat = cast(w.clone(), DType::F32).reshape([dims[0], dims[1..].iter().product()]);
+        let flat = if linear { flat.transpose() } else { flat };
+        let fused = match self.fusion.apply::<B>(planned, flat, &torch) {
+            Ok(f) => f,
             Err(e) => {
                 self.error = Some(e);
                 return Param::from_mapped_value(id, w, mapper);
             }
         };
-        // burn's Linear weight is [in, out]; the update is [out, in].
-        let sum = if linear { sum.transpose() } else { sum };
-        let fused = cast(cast(w, DType::F32) + sum.reshape::<D, _>(shape), dtype);
+        let fused = if linear { fused.transpose() } else { fused };
+        let fused = cast(fused.reshape::<D, _>(shape), dtype);
         self.fused += 1;
         Param::from_mapped_value(id, fused, mapper)
     }

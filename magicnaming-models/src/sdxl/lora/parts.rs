@@ -147,12 +147,6 @@ pub fn check_parts(
         }
         Ok(sa[a_dim])
     };
-    if let Some(k) = parts.get(&Part::DoraScale) {
-        return Err(err(
-            path,
-            format!("`{k}`: DoRA magnitudes (dora_scale) are not fused by this loader"),
-        ));
-    }
     if has(Part::Up) || has(Part::Down) {
         need(Part::Up, "up (lora_up / lora_B) weight")?;
         need(Part::Down, "down (lora_down / lora_A) weight")?;
