@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot};
-use magicnaming_models::ModelError;
 use magicnaming_models::sdxl::lora::{Component, Lora, LoraKind, Naming, ScaledLora};
 use magicnaming_models::sdxl::{GenerateOptions, LoadOptions, SdxlPipeline, SdxlSource};
 use magicnaming_models::sdxl::{SdxlTextEncoders, lora::names::linear_and_conv_weights};
 use magicnaming_models::unet::UNet2DConditionModelConfig;
 use magicnaming_models::unet::remap::LdmLayout;
+use magicnaming_models::{LoraShapeMismatch, ModelError};
 
 use crate::common::{B, Reference, Tensors, max_abs_diff, write_f32};
 
@@ -269,14 +269,15 @@ fn load_err(options: LoadOptions) -> ModelError {
 #[test]
 fn a_lora_for_sd15_names_the_module_and_both_shapes() {
     match load_err(with(&[("bad-sd15", 1.0)])) {
-        ModelError::LoraShape {
-            path,
-            key,
-            module,
-            lora_shape,
-            model_shape,
-            ..
-        } => {
+        ModelError::LoraShape(m) => {
+            let LoraShapeMismatch {
+                path,
+                key,
+                module,
+                lora_shape,
+                model_shape,
+                ..
+            } = *m;
             assert!(path.ends_with("bad-sd15.safetensors"));
             assert_eq!(
                 key,

@@ -15,7 +15,7 @@ use super::file::{Component, ScaledLora};
 use super::names::ModelNames;
 use super::parts::Part;
 use crate::nn::precision::cast;
-use crate::{ModelError, Result};
+use crate::{LoraShapeMismatch, ModelError, Result};
 
 /// One module of one LoRA going into one weight.
 #[derive(Debug, Clone, Copy)]
@@ -83,17 +83,17 @@ impl<'a> LoraFusion<'a> {
                 };
                 let shape = update_shape(file, m);
                 if !fits(&shape, &target.shape) {
-                    return Err(ModelError::LoraShape {
+                    return Err(ModelError::LoraShape(Box::new(LoraShapeMismatch {
                         path: lora.path().to_path_buf(),
                         key: m.key.clone(),
                         component: m.component.name().to_string(),
                         module: target.path.clone(),
                         lora_shape: shape,
                         model_shape: target.shape.clone(),
-                    });
+                    })));
                 }
                 if m.parts.contains_key(&Part::DoraScale) && !dora_fits(file, m, &target.shape) {
-                    return Err(ModelError::LoraShape {
+                    return Err(ModelError::LoraShape(Box::new(LoraShapeMismatch {
                         path: lora.path().to_path_buf(),
                         key: format!("{}.dora_scale", m.key),
                         component: m.component.name().to_string(),
@@ -103,7 +103,7 @@ impl<'a> LoraFusion<'a> {
                             .map(|e| e.shape.clone())
                             .unwrap_or_default(),
                         model_shape: target.shape.clone(),
-                    });
+                    })));
                 }
                 if let Some(other) = seen.insert((m.component, &target.path), &m.key) {
                     return Err(ModelError::weights(
