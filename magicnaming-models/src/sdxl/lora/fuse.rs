@@ -181,9 +181,24 @@ impl<'a> LoraFusion<'a> {
         Ok(model)
     }
 
+    /// The sum of the planned updates times their multipliers, `[out, in * kh * kw]`.
+    fn sum<B: Backend>(&self, planned: &[Planned], device: &B::Device) -> Result<Tensor<B, 2>> {
+        let mut total: Option<Tensor<B, 2>> = None;
+        for p in planned {
+            let s = &self.loras[p.lora];
+            let u = update::<B>(s.lora.file(), &s.lora.modules()[p.module], device)?
+                .mul_scalar(s.multiplier);
+            total = Some(match total {
+                Some(t) => t + u,
+                None => u,
+            });
+        }
+        total.ok_or_else(|| ModelError::InvalidInput("a LoRA plan entry without updates".into()))
+    }
+
     /// `w` (PyTorch layout `[out, in * kh * kw]`, f32) with the planned updates added in
-    /// order; a DoRA module rescales the weight it is added to.
-    fn apply<B: Backend>(
+    /// order, a DoRA module rescaling the weight it is added to.
+    fn apply_in_order<B: Backend>(
         &self,
         planned: &[Planned],
         mut w: Tensor<B, 2>,
@@ -201,6 +216,40 @@ impl<'a> LoraFusion<'a> {
             };
         }
         Ok(w)
+    }
+
+    /// `w` (burn layout) with the planned updates, in f32: without DoRA the updates' sum
+    /// is added in burn's layout; with DoRA the weight goes through PyTorch's.
+    fn fused<B: Backend, const D: usize>(
+        &self,
+        planned: &[Planned],
+        w: Tensor<B, D>,
+        linear: bool,
+    ) -> Result<Tensor<B, D>> {
+        let shape = w.shape();
+        let dims = shape.clone().dims::<D>();
+        let w = cast(w, DType::F32);
+        let dora = planned.iter().any(|p| {
+            self.loras[p.lora].lora.modules()[p.module]
+                .parts
+                .contains_key(&Part::DoraScale)
+        });
+        if !dora {
+            let sum = self.sum::<B>(planned, &w.device())?;
+            // burn's Linear weight is [in, out]; the updates are [out, in].
+            let sum = if linear { sum.transpose() } else { sum };
+            return Ok(w + sum.reshape::<D, _>(shape));
+        }
+        let torch: Vec<usize> = if linear {
+            vec![dims[1], dims[0]]
+        } else {
+            dims.to_vec()
+        };
+        let flat = w.reshape([dims[0], dims[1..].iter().product()]);
+        let flat = if linear { flat.transpose() } else { flat };
+        let fused = self.apply_in_order::<B>(planned, flat, &torch)?;
+        let fused = if linear { fused.transpose() } else { fused };
+        Ok(fused.reshape::<D, _>(shape))
     }
 }
 
@@ -243,25 +292,14 @@ impl<B: Backend> ModuleMapper<B> for Fuser<'_, '_> {
             return param;
         };
         let (id, w, mapper) = param.consume();
-        let (dtype, shape) = (w.dtype(), w.shape());
-        // PyTorch layout, flattened: burn's Linear weight is [in, out].
-        let dims = shape.clone().dims::<D>();
-        let torch: Vec<usize> = if linear {
-            vec![dims[1], dims[0]]
-        } else {
-            dims.to_vec()
-        };
-        let flat = cast(w.clone(), DType::F32).reshape([dims[0], dims[1..].iter().product()]);
-        let flat = if linear { flat.transpose() } else { flat };
-        let fused = match self.fusion.apply::<B>(planned, flat, &torch) {
-            Ok(f) => f,
+        let dtype = w.dtype();
+        let fused = match self.fusion.fused::<B, D>(planned, w.clone(), linear) {
+            Ok(f) => cast(f, dtype),
             Err(e) => {
                 self.error = Some(e);
                 return Param::from_mapped_value(id, w, mapper);
             }
         };
-        let fused = if linear { fused.transpose() } else { fused };
-        let fused = cast(fused.reshape::<D, _>(shape), dtype);
         self.fused += 1;
         Param::from_mapped_value(id, fused, mapper)
     }
