@@ -2,7 +2,8 @@
 //!
 //! Photo -> name ([`NameEncoder`]), name-space operations ([`interpolate`], [`slerp`],
 //! [`mix`], [`prepend`]), name -> image ([`SdxlSource`], [`SdxlPipeline`],
-//! [`GenerateOptions`], [`GenerateOutput`]), and the backend the cargo features select
+//! [`GenerateOptions`], [`GenerateOutput`]; LoRAs fused at load through [`LoadOptions`]
+//! with [`ScaledLora`] / [`Lora`]), and the backend the cargo features select
 //! ([`DefaultBackend`]) with the runtime device choice ([`DeviceSpec`]).
 #[cfg(any(feature = "ndarray", feature = "wgpu", feature = "cuda"))]
 pub use crate::backend::DefaultBackend;
@@ -15,5 +16,8 @@ pub use magicnaming_models::name_encoder::{
     BatchOptions, InputCrop, NameEncoder, NamePrediction, OnBadImage, Reduce, SkippedImage,
 };
 pub use magicnaming_models::schedulers::SchedulerKind;
-pub use magicnaming_models::sdxl::{GenerateOptions, GenerateOutput, SdxlPipeline, SdxlSource};
+pub use magicnaming_models::sdxl::lora::{Lora, ScaledLora};
+pub use magicnaming_models::sdxl::{
+    GenerateOptions, GenerateOutput, LoadOptions, SdxlPipeline, SdxlSource,
+};
 pub use magicnaming_models::{ModelError, Precision};

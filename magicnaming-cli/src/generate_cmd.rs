@@ -11,6 +11,7 @@ use magicnaming_models::sdxl::{GenerateOptions, SdxlPipeline};
 
 use crate::args::{ModelArgs, PrecisionArg, SchedulerArg};
 use crate::device::Job;
+use crate::lora_cmds::LoraArgs;
 use crate::outputs::check_output_file;
 use crate::tensors::{load_f32, save_raw};
 
@@ -57,6 +58,8 @@ pub struct GenerateArgs {
     /// decodes in f32 under f16 (force_upcast).
     #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
     precision: PrecisionArg,
+    #[command(flatten)]
+    lora: LoraArgs,
     /// Output PNG.
     #[arg(long)]
     out: PathBuf,
@@ -110,7 +113,8 @@ impl Job for GenerateArgs {
             None => None,
         };
         let source = self.model.source()?;
-        let pipeline = SdxlPipeline::<B>::load_as(&source, &device, self.precision.into())
+        let load = self.lora.load_options(self.precision.into())?;
+        let pipeline = SdxlPipeline::<B>::load_with(&source, &device, &load)
             .with_context(|| format!("loading {}", self.model.model.display()))?;
         let mut options = GenerateOptions::new(self.prompt.clone());
         options.negative_prompt = self.negative_prompt.clone();

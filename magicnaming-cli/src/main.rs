@@ -9,6 +9,7 @@ mod device;
 mod face_cmds;
 mod generate_cmd;
 mod image_cmds;
+mod lora_cmds;
 mod name_cmds;
 mod outputs;
 mod tensors;
@@ -63,6 +64,9 @@ enum Command {
     /// Detect, align and compare faces (MTCNN, ArcFace).
     #[command(subcommand)]
     Face(FaceCommand),
+    /// Inspect LoRA files.
+    #[command(subcommand)]
+    Lora(LoraCommand),
     /// Time SDXL's components and the CLIP image towers (medians after warm-up).
     Bench(bench::BenchArgs),
     /// Show which backends this binary was built with.
@@ -74,6 +78,13 @@ enum DatasetCommand {
     /// Text-code the names and embed the photos of a manifest into a dataset folder
     /// (resumable: run again with the same --out to continue).
     Build(dataset_cmds::BuildArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum LoraCommand {
+    /// Format, ranks, alphas and targets of a LoRA file; with --model, the keys that match
+    /// none of the model's modules.
+    Info(lora_cmds::InfoArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -173,6 +184,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => dispatch(&device, args),
         Command::Eval(args) => dispatch(&device, args),
         Command::Bench(args) => dispatch(&device, args),
+        Command::Lora(LoraCommand::Info(args)) => dispatch(&device, args),
         Command::Face(FaceCommand::Detect(args)) => dispatch(&device, args),
         Command::Face(FaceCommand::Crop(args)) => dispatch(&device, args),
         Command::Face(FaceCommand::Embed(args)) => dispatch(&device, args),

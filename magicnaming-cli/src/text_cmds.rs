@@ -9,6 +9,7 @@ use magicnaming_models::sdxl::SdxlTextEncoders;
 
 use crate::args::ModelArgs;
 use crate::device::Job;
+use crate::lora_cmds::LoraArgs;
 use crate::outputs::check_output_file;
 use crate::tensors::save_raw;
 
@@ -23,6 +24,9 @@ pub struct EncodePromptArgs {
     /// A name to prepend (NAME.safetensors).
     #[arg(long)]
     name: Option<PathBuf>,
+    /// LoRAs whose text-encoder parts are fused (their UNet parts are not used here).
+    #[command(flatten)]
+    lora: LoraArgs,
     /// Output .safetensors: `prompt_embeds` [1, 77, D], `pooled_prompt_embeds` [1, P].
     #[arg(long)]
     out: PathBuf,
@@ -70,7 +74,15 @@ impl Job for EncodePromptArgs {
             Some(p) => Some(NameEmbedding::<B>::load(p, &device)?),
             None => None,
         };
-        let enc = load_text::<B>(&self.model, &device)?;
+        let load = self.lora.load_options(Default::default())?;
+        let enc = SdxlTextEncoders::load_with(&self.model.source()?, &device, &load).with_context(
+            || {
+                format!(
+                    "loading the text encoders of {}",
+                    self.model.model.display()
+                )
+            },
+        )?;
         if let Some(n) = &name {
             anyhow::ensure!(
                 n.dim() == enc.token_dim(),
@@ -93,6 +105,9 @@ impl Job for EncodePromptArgs {
         ];
         if let Some(p) = &self.name {
             meta.push(("name", p.display().to_string()));
+        }
+        if !load.loras.is_empty() {
+            meta.push(("loras", load.lora_summary()));
         }
         save_raw(
             &self.out,

@@ -93,12 +93,44 @@ pub enum ModelError {
         /// More about the search (thresholds, minimum size).
         detail: String,
     },
+    /// A LoRA update whose shape does not fit the module it names (a LoRA made for another
+    /// model: SD 1.5, SD 2, another SDXL size).
+    #[error("{0}")]
+    LoraShape(Box<LoraShapeMismatch>),
+    /// LoRA keys that match no module of the model (`--lora-ignore-unmatched` makes them a
+    /// warning).
+    #[error("LoRA keys that match no module of the model: {}", .keys.join(", "))]
+    LoraUnmatched {
+        /// `file: key` for each.
+        keys: Vec<String>,
+    },
     /// An argument out of range (empty text, wrong shape...).
     #[error("invalid input: {0}")]
     InvalidInput(String),
     /// A name-space operation failed.
     #[error(transparent)]
     Name(#[from] magicnaming_core::NameError),
+}
+
+/// The details of [`ModelError::LoraShape`]: the file, the key, the module and both shapes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{path}: `{key}` updates {component} module `{module}` with a {lora_shape:?} weight, \
+     the model's is {model_shape:?} (a LoRA for another model?)"
+)]
+pub struct LoraShapeMismatch {
+    /// The LoRA file.
+    pub path: PathBuf,
+    /// The module key in the file.
+    pub key: String,
+    /// `unet`, `te1` or `te2`.
+    pub component: String,
+    /// The module's path in the model.
+    pub module: String,
+    /// The update's shape (PyTorch layout).
+    pub lora_shape: Vec<usize>,
+    /// The model's weight shape (PyTorch layout).
+    pub model_shape: Vec<usize>,
 }
 
 /// Result type of this crate.

@@ -44,7 +44,7 @@ pub mod unet;
 pub mod vae;
 pub mod weights;
 
-pub use error::{ModelError, Result};
+pub use error::{LoraShapeMismatch, ModelError, Result};
 pub use magicnaming_core as core;
 pub use weights::Precision;
 

@@ -16,6 +16,7 @@ run make_scheduler_fixtures.py  # tests/fixtures/schedulers/
 run make_vision_fixtures.py     # tests/fixtures/vision/
 run make_train_fixtures.py      # tests/fixtures/train/
 run make_pipeline_fixtures.py   # tiny-sdxl/scheduler/, tests/fixtures/pipeline/ (needs text + diffusion)
+run make_lora_fixtures.py       # tests/fixtures/lora/ (needs the pipeline fixtures)
 # tests/fixtures/face/ and magicnaming-models/assets/mtcnn/ need the venv of
 # requirements-face.txt (facenet-pytorch pins an older torch):
 #   PYTHON=.venv-face/bin/python: run make_face_fixtures.py

@@ -28,6 +28,9 @@ pub enum Component {
     /// Faces: MTCNN detection on --face-image (whole, then the pyramid and P-Net alone)
     /// and IResNet-50 at --face-batch. Not in the default set.
     Faces,
+    /// Fusing a rank-32 LoRA on every UNet Linear (open, check, match, fuse). Not in the
+    /// default set.
+    Lora,
 }
 
 /// Float type of the models and activations.

@@ -28,6 +28,7 @@
 mod args;
 mod faces;
 mod layers;
+mod lora;
 mod models;
 mod report;
 mod sdxl;
@@ -81,6 +82,9 @@ impl Job for BenchArgs {
         }
         if self.has(Component::Norms) {
             self.bench_norms::<B>(&device, &mut rec)?;
+        }
+        if self.has(Component::Lora) {
+            self.bench_lora::<B>(&models, &device, &mut rec)?;
         }
         if self.has(Component::Convs) {
             self.bench_convs::<B>(&device, &mut rec)?;

@@ -119,6 +119,7 @@ impl BenchArgs {
                 vae,
                 scheduler_config: models.scheduler()?,
                 source: models.source(),
+                loras: String::new(),
             };
             let mut options = GenerateOptions::<B>::new(self.prompt.clone());
             options.steps = self.steps;

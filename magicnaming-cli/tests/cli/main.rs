@@ -9,5 +9,6 @@ mod dataset;
 mod face;
 mod generate;
 mod hostile;
+mod lora;
 mod text;
 mod train;

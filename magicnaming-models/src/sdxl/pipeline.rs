@@ -6,6 +6,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
 use magicnaming_core::prepend;
 
+use super::load_options::LoadOptions;
+use super::lora::{Component, LoraFusion, ModelNames};
 use super::options::GenerateOptions;
 use super::output::GenerateOutput;
 use super::text_encoders::SdxlTextEncoders;
@@ -38,6 +40,8 @@ pub struct SdxlPipeline<B: Backend> {
     pub scheduler_config: SchedulerConfig,
     /// Where the model was loaded from.
     pub source: SdxlSource,
+    /// The LoRAs fused into the weights, as `name:scale, ...` (empty without).
+    pub loras: String,
 }
 
 impl<B: Backend> SdxlPipeline<B> {
@@ -51,6 +55,25 @@ impl<B: Backend> SdxlPipeline<B> {
     /// [`Self::load`] with the weights' float type chosen by `precision`. Latents,
     /// scheduler arithmetic and guidance stay f32 whatever the weights' type.
     pub fn load_as(source: &SdxlSource, device: &B::Device, precision: Precision) -> Result<Self> {
+        Self::load_with(
+            source,
+            device,
+            &LoadOptions::default().with_precision(precision),
+        )
+    }
+
+    /// [`Self::load_as`] in `options.precision` with `options.loras` fused into the UNet
+    /// and both text encoders. Every LoRA module is matched and its shape checked before
+    /// any weight changes (and before the VAE loads).
+    ///
+    /// # Errors
+    /// As [`Self::load_as`]; LoRAs that do not fit the model (see [`LoraFusion::plan`]).
+    pub fn load_with(
+        source: &SdxlSource,
+        device: &B::Device,
+        options: &LoadOptions,
+    ) -> Result<Self> {
+        let precision = options.precision;
         let scheduler_config = match source.component_file("scheduler", "scheduler_config.json") {
             Some(p) => SchedulerConfig::from_file(&p)?,
             None => {
@@ -63,12 +86,23 @@ impl<B: Backend> SdxlPipeline<B> {
                 SchedulerConfig::sdxl_base()
             }
         };
+        let mut text = SdxlTextEncoders::load_as(source, device, precision)?;
+        let mut unet = UNet2DConditionModel::load_as(source, device, precision)?;
+        if !options.loras.is_empty() {
+            let mut names = ModelNames::default();
+            names.add_unet(&unet);
+            text.add_names(&mut names);
+            let fusion = LoraFusion::plan(&options.loras, &names, options.ignore_unmatched)?;
+            text = text.fuse(&fusion)?;
+            unet = fusion.fuse(unet, Component::Unet)?;
+        }
         let pipeline = Self {
-            text: SdxlTextEncoders::load_as(source, device, precision)?,
-            unet: UNet2DConditionModel::load_as(source, device, precision)?,
+            text,
+            unet,
             vae: AutoencoderKL::load_as(source, device, precision)?,
             scheduler_config,
             source: source.clone(),
+            loras: options.lora_summary(),
         };
         let (unet_d, text_d) = (
             pipeline.unet.config().cross_attention_dim[0],
@@ -290,6 +324,9 @@ impl<B: Backend> SdxlPipeline<B> {
         ];
         if let Some(name) = &options.name {
             text.push(("name", name.source().to_string()));
+        }
+        if !self.loras.is_empty() {
+            text.push(("loras", self.loras.clone()));
         }
         text.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }

@@ -5,6 +5,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 use magicnaming_core::{DEFAULT_NAME_TOKENS, NameEmbedding};
 
+use super::load_options::LoadOptions;
+use super::lora::{Component, LoraFusion, ModelNames};
 use crate::clip::config::ClipTextConfig;
 use crate::clip::remap_text;
 use crate::clip::text::ClipTextModel;
@@ -166,6 +168,44 @@ impl<B: Backend> SdxlTextEncoders<B> {
             text_encoder,
             text_encoder_2,
             force_zeros_for_empty_prompt: source.force_zeros_for_empty_prompt()?,
+        })
+    }
+
+    /// [`Self::load_as`] in `options.precision`, with the text-encoder modules of
+    /// `options.loras` fused (their UNet modules are left out).
+    ///
+    /// # Errors
+    /// As [`Self::load_as`]; LoRAs that do not fit (see [`LoraFusion::plan`]).
+    pub fn load_with(
+        source: &SdxlSource,
+        device: &B::Device,
+        options: &LoadOptions,
+    ) -> Result<Self> {
+        let text = Self::load_as(source, device, options.precision)?;
+        if options.loras.is_empty() {
+            return Ok(text);
+        }
+        let mut names = ModelNames::default();
+        text.add_names(&mut names);
+        let fusion = LoraFusion::plan(&options.loras, &names, options.ignore_unmatched)?;
+        text.fuse(&fusion)
+    }
+
+    /// Adds both encoders' Linear weights to `names` (for planning a LoRA fusion).
+    pub fn add_names(&self, names: &mut ModelNames) {
+        names.add_text_encoder(Component::TextEncoder1, &self.text_encoder);
+        names.add_text_encoder(Component::TextEncoder2, &self.text_encoder_2);
+    }
+
+    /// Fuses the text-encoder updates of `fusion` into both encoders.
+    ///
+    /// # Errors
+    /// A LoRA tensor that cannot be read.
+    pub fn fuse(self, fusion: &LoraFusion) -> Result<Self> {
+        Ok(Self {
+            text_encoder: fusion.fuse(self.text_encoder, Component::TextEncoder1)?,
+            text_encoder_2: fusion.fuse(self.text_encoder_2, Component::TextEncoder2)?,
+            ..self
         })
     }
 

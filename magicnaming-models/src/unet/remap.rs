@@ -32,7 +32,7 @@
 //! names (`norm`, `proj_in`, `transformer_blocks.N.{norm1,attn1,norm2,attn2,norm3,ff}`,
 //! `proj_out`). Unknown keys under the prefix are kept under `<unmapped>.` so the load
 //! report names them.
-use super::config::UNet2DConditionModelConfig;
+use super::config::{UNet2DConditionModelConfig, UpBlockType};
 use crate::weights::{Mapped, linear_or_conv};
 
 /// Linear weights of the UNet that 1x1-convolution checkpoints store as 4-D.
@@ -72,7 +72,7 @@ fn resnet(rest: &str) -> Option<String> {
 }
 
 /// What an LDM `input_blocks` / `output_blocks` index holds.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
     /// Layer `j` of level / up block `b`.
     Layer(usize, usize),
@@ -87,28 +87,49 @@ fn split_indices(s: &str) -> Option<(usize, usize, &str)> {
     Some((i.parse().ok()?, k.parse().ok()?, rest))
 }
 
-/// Remap for the UNet of a single-file checkpoint, keys under `prefix`
-/// (`model.diffusion_model.`).
-pub fn ldm(
-    entries: &[(String, Vec<usize>)],
-    prefix: &str,
-    config: &UNet2DConditionModelConfig,
-) -> Vec<Mapped> {
-    let levels = config.levels();
-    let mut inputs = vec![None]; // input_blocks.0 is conv_in
-    for b in 0..levels {
-        inputs.extend((0..config.layers_per_block[b]).map(|j| Some(Slot::Layer(b, j))));
-        if b + 1 < levels {
-            inputs.push(Some(Slot::Down(b)));
+/// The single-file (LDM) block layout of a UNet configuration: which diffusers block,
+/// layer or sampler each `input_blocks.I` / `output_blocks.O` index holds. It turns keys
+/// both ways: [`LdmLayout::to_diffusers`] reads checkpoints, [`LdmLayout::to_ldm`] spells a
+/// module of the model the way single-file tools (kohya's LoRA names) do.
+#[derive(Debug, Clone)]
+pub struct LdmLayout {
+    inputs: Vec<Option<Slot>>,
+    outputs: Vec<Slot>,
+    /// Whether up block `u` has attentions (its upsampler then sits in slot 2, else 1).
+    up_attention: Vec<bool>,
+}
+
+impl LdmLayout {
+    /// The layout of `config`.
+    pub fn new(config: &UNet2DConditionModelConfig) -> Self {
+        let levels = config.levels();
+        let mut inputs = vec![None]; // input_blocks.0 is conv_in
+        for b in 0..levels {
+            inputs.extend((0..config.layers_per_block[b]).map(|j| Some(Slot::Layer(b, j))));
+            if b + 1 < levels {
+                inputs.push(Some(Slot::Down(b)));
+            }
+        }
+        let mut outputs = Vec::new();
+        for u in 0..levels {
+            let layers = config.layers_per_block[levels - 1 - u] + 1;
+            outputs.extend((0..layers).map(|j| Slot::Layer(u, j)));
+        }
+        let up_attention = config
+            .up_block_types
+            .iter()
+            .map(|t| *t == UpBlockType::CrossAttnUpBlock2D)
+            .collect();
+        Self {
+            inputs,
+            outputs,
+            up_attention,
         }
     }
-    let mut outputs = Vec::new();
-    for u in 0..levels {
-        let layers = config.layers_per_block[levels - 1 - u] + 1;
-        outputs.extend((0..layers).map(|j| Slot::Layer(u, j)));
-    }
 
-    let map_key = |k: &str| -> Option<String> {
+    /// The module path of an LDM key (without the `model.diffusion_model.` prefix), `None`
+    /// for a key outside the table.
+    pub fn to_diffusers(&self, k: &str) -> Option<String> {
         if let Some(t) = FIXED
             .iter()
             .find_map(|(from, to)| k.strip_prefix(from).map(|r| format!("{to}{r}")))
@@ -117,7 +138,7 @@ pub fn ldm(
         }
         if let Some(s) = k.strip_prefix("input_blocks.") {
             let (i, slot, rest) = split_indices(s)?;
-            return match (inputs.get(i).copied().flatten()?, slot) {
+            return match (self.inputs.get(i).copied().flatten()?, slot) {
                 (Slot::Layer(b, j), 0) => {
                     Some(format!("down_blocks.{b}.resnets.{j}.{}", resnet(rest)?))
                 }
@@ -139,7 +160,7 @@ pub fn ldm(
         }
         if let Some(s) = k.strip_prefix("output_blocks.") {
             let (o, slot, rest) = split_indices(s)?;
-            let Slot::Layer(u, j) = *outputs.get(o)? else {
+            let Slot::Layer(u, j) = *self.outputs.get(o)? else {
                 return None;
             };
             // diffusers: `output_blocks.O.1.conv` is the upsampler, other `.1` keys the attention.
@@ -151,13 +172,98 @@ pub fn ldm(
             };
         }
         None
-    };
+    }
 
+    /// The LDM key of a module path (`down_blocks.1.attentions.0.proj_in.weight` ->
+    /// `input_blocks.4.1.proj_in.weight`), the inverse of [`Self::to_diffusers`]; `None`
+    /// for a path outside the table.
+    pub fn to_ldm(&self, p: &str) -> Option<String> {
+        if let Some(t) = FIXED
+            .iter()
+            .find_map(|(to, from)| p.strip_prefix(from).map(|r| format!("{to}{r}")))
+        {
+            return Some(t);
+        }
+        let unresnet = |rest: &str| {
+            RESNET_RENAMES
+                .iter()
+                .find_map(|(to, from)| rest.strip_prefix(from).map(|r| format!("{to}{r}")))
+        };
+        if let Some(s) = p.strip_prefix("down_blocks.") {
+            let (b, s) = s.split_once('.')?;
+            let b: usize = b.parse().ok()?;
+            let input = |slot: Slot| {
+                self.inputs
+                    .iter()
+                    .position(|x| x.is_some_and(|x| x == slot))
+            };
+            if let Some(r) = s.strip_prefix("downsamplers.0.conv.") {
+                return Some(format!("input_blocks.{}.0.op.{r}", input(Slot::Down(b))?));
+            }
+            let (kind, s) = s.split_once('.')?;
+            let (j, rest) = s.split_once('.')?;
+            let i = input(Slot::Layer(b, j.parse().ok()?))?;
+            return match kind {
+                "resnets" => Some(format!("input_blocks.{i}.0.{}", unresnet(rest)?)),
+                "attentions" => Some(format!("input_blocks.{i}.1.{rest}")),
+                _ => None,
+            };
+        }
+        if let Some(s) = p.strip_prefix("mid_block.") {
+            return match s.split_once('.')? {
+                ("resnets", s) => {
+                    let (j, rest) = s.split_once('.')?;
+                    let slot = match j {
+                        "0" => 0,
+                        "1" => 2,
+                        _ => return None,
+                    };
+                    Some(format!("middle_block.{slot}.{}", unresnet(rest)?))
+                }
+                ("attentions", s) => Some(format!("middle_block.1.{}", s.strip_prefix("0.")?)),
+                _ => None,
+            };
+        }
+        if let Some(s) = p.strip_prefix("up_blocks.") {
+            let (u, s) = s.split_once('.')?;
+            let u: usize = u.parse().ok()?;
+            let output = |j: usize| self.outputs.iter().position(|x| *x == Slot::Layer(u, j));
+            if let Some(r) = s.strip_prefix("upsamplers.0.conv.") {
+                let last = self
+                    .outputs
+                    .iter()
+                    .rposition(|x| matches!(x, Slot::Layer(v, _) if *v == u))?;
+                let slot = if *self.up_attention.get(u)? { 2 } else { 1 };
+                return Some(format!("output_blocks.{last}.{slot}.conv.{r}"));
+            }
+            let (kind, s) = s.split_once('.')?;
+            let (j, rest) = s.split_once('.')?;
+            let o = output(j.parse().ok()?)?;
+            return match kind {
+                "resnets" => Some(format!("output_blocks.{o}.0.{}", unresnet(rest)?)),
+                "attentions" => Some(format!("output_blocks.{o}.1.{rest}")),
+                _ => None,
+            };
+        }
+        None
+    }
+}
+
+/// Remap for the UNet of a single-file checkpoint, keys under `prefix`
+/// (`model.diffusion_model.`).
+pub fn ldm(
+    entries: &[(String, Vec<usize>)],
+    prefix: &str,
+    config: &UNet2DConditionModelConfig,
+) -> Vec<Mapped> {
+    let layout = LdmLayout::new(config);
     entries
         .iter()
         .filter_map(|(full, shape)| {
             let k = full.strip_prefix(prefix)?;
-            let target = map_key(k).unwrap_or_else(|| format!("<unmapped>.{k}"));
+            let target = layout
+                .to_diffusers(k)
+                .unwrap_or_else(|| format!("<unmapped>.{k}"));
             Some(linear_or_conv(target, full, shape, PROJECTIONS))
         })
         .collect()

@@ -27,6 +27,7 @@ pub struct SafetensorsFile {
     path: PathBuf,
     shards: Vec<(PathBuf, Bytes)>,
     entries: BTreeMap<String, TensorEntry>,
+    metadata: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for SafetensorsFile {
@@ -62,7 +63,7 @@ impl std::ops::Deref for Bytes {
 }
 
 /// Memory-maps one `.safetensors` file and reads its header.
-fn map_file(path: &Path) -> Result<(Bytes, Vec<(String, TensorEntry)>)> {
+fn map_file(path: &Path) -> Result<(Bytes, Header)> {
     let file = std::fs::File::open(path)
         .map_err(|e| ModelError::open(path, "a safetensors weights file", e))?;
     // SAFETY: the file is opened read-only; like every mmap-based loader (candle,
@@ -72,8 +73,11 @@ fn map_file(path: &Path) -> Result<(Bytes, Vec<(String, TensorEntry)>)> {
     Ok((Bytes::Mapped(map), entries))
 }
 
-/// The tensor entries of a safetensors file's header.
-fn read_entries(path: &Path, bytes: &[u8]) -> Result<Vec<(String, TensorEntry)>> {
+/// A safetensors header: the tensor entries and the `__metadata__` strings.
+type Header = (Vec<(String, TensorEntry)>, BTreeMap<String, String>);
+
+/// The tensor entries and metadata of a safetensors file's header.
+fn read_entries(path: &Path, bytes: &[u8]) -> Result<Header> {
     let (header_len, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| ModelError::weights(path, format!("not a valid safetensors file: {e}")))?;
     let base = 8 + header_len;
@@ -91,7 +95,12 @@ fn read_entries(path: &Path, bytes: &[u8]) -> Result<Vec<(String, TensorEntry)>>
             (name, entry)
         })
         .collect();
-    Ok(entries)
+    let metadata = meta
+        .metadata()
+        .as_ref()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    Ok((entries, metadata))
 }
 
 impl SafetensorsFile {
@@ -104,11 +113,12 @@ impl SafetensorsFile {
         if path.to_string_lossy().ends_with(".index.json") {
             return Self::open_sharded(path);
         }
-        let (map, entries) = map_file(&path)?;
+        let (map, (entries, metadata)) = map_file(&path)?;
         Ok(Rc::new(Self {
             shards: vec![(path.clone(), map)],
             path,
             entries: entries.into_iter().collect(),
+            metadata,
         }))
     }
 
@@ -130,11 +140,12 @@ impl SafetensorsFile {
     }
 
     fn from_storage(path: PathBuf, bytes: Bytes) -> Result<Rc<Self>> {
-        let entries = read_entries(&path, &bytes)?;
+        let (entries, metadata) = read_entries(&path, &bytes)?;
         Ok(Rc::new(Self {
             shards: vec![(path.clone(), bytes)],
             path,
             entries: entries.into_iter().collect(),
+            metadata,
         }))
     }
 
@@ -173,7 +184,7 @@ impl SafetensorsFile {
         let mut entries: BTreeMap<String, TensorEntry> = BTreeMap::new();
         for (i, name) in shard_names.iter().enumerate() {
             let shard_path = dir.join(name);
-            let (mmap, shard_entries) = map_file(&shard_path)?;
+            let (mmap, (shard_entries, _)) = map_file(&shard_path)?;
             for (key, mut entry) in shard_entries {
                 entry.shard = i;
                 if entries.contains_key(&key) {
@@ -205,6 +216,7 @@ impl SafetensorsFile {
             path: index,
             shards,
             entries,
+            metadata: BTreeMap::new(),
         }))
     }
 
@@ -216,6 +228,11 @@ impl SafetensorsFile {
     /// All tensor names, sorted.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
+    }
+
+    /// The header's `__metadata__` strings (empty for a sharded checkpoint).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
     }
 
     /// Header entry of one tensor.

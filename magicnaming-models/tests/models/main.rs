@@ -87,6 +87,7 @@ mod dataset_build;
 mod face;
 mod face_crop;
 mod fuzz;
+mod lora;
 mod norm;
 mod pipeline;
 mod precision;
