@@ -85,6 +85,7 @@ impl Job for GenerateArgs {
         let mut inputs: Vec<&std::path::Path> = vec![&self.model.model];
         inputs.extend(self.name.as_deref());
         inputs.extend(self.init_latents.as_deref());
+        inputs.extend(self.lora.loras.iter().map(|l| l.path.as_path()));
         check_output_file(&self.out, &inputs)?;
         if let Some(p) = &self.save_latents {
             check_output_file(p, &inputs)?;

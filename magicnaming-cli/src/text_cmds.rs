@@ -68,6 +68,7 @@ impl Job for EncodePromptArgs {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let mut inputs: Vec<&std::path::Path> = vec![&self.model.model];
         inputs.extend(self.name.as_deref());
+        inputs.extend(self.lora.loras.iter().map(|l| l.path.as_path()));
         check_output_file(&self.out, &inputs)?;
         // The name is read first so that a bad name file fails before any model work.
         let name = match &self.name {
