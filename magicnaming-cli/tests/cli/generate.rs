@@ -58,11 +58,7 @@ fn init_and_save_latents_reproduce_diffusers() {
     let (got, got_shape) = read_f32(&saved, "latents");
     assert_eq!(got_shape, shape);
     let (want, _) = read_f32(&reference, "final_latents.euler");
-    let d = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let d = crate::common::max_abs_diff(&got, &want);
     // As the library's pipeline test: the required 1e-3 bound on O(10) latents.
     assert!(d <= 1e-3, "final latents differ by {d}");
     // The PNG is there, with its settings in text chunks.

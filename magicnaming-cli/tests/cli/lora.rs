@@ -58,11 +58,7 @@ fn generate_with_two_loras_reproduces_diffusers() {
         &fixtures().join("lora/reference.safetensors"),
         "final_latents.two",
     );
-    let d = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let d = crate::common::max_abs_diff(&got, &want);
     // As the library's LoRA test: the required 1e-3 bound on O(10) latents after 5 steps.
     assert!(d <= 1e-3, "final latents differ by {d}");
     let png = std::fs::read(dir.path().join("out.png")).unwrap();

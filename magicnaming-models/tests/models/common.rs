@@ -14,6 +14,17 @@ use safetensors::Dtype;
 /// The CPU backend the parity tests run on.
 pub type B = NdArray<f32>;
 
+static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Held by every test that seeds or draws from the random generator of burn-flex (`Flex`),
+/// which is global to the backend: a draw on another thread between a seed and its use
+/// would change a seeded result. The tests that check seeded results run on `Flex`, whose
+/// generator only these tests touch (every other test that loads or initialises a model
+/// runs on `B`, and a lazily initialised parameter may draw from `B`'s).
+pub fn backend_rng() -> std::sync::MutexGuard<'static, ()> {
+    BACKEND_RNG.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Float tensors by name: values (as f32) and shape.
 pub type Tensors = BTreeMap<String, (Vec<f32>, Vec<usize>)>;
 

@@ -75,6 +75,8 @@ fn precision_parses_and_rejects_unknown_names() {
 /// from diffusers' f32 initial latents, against diffusers' f32 final latents.
 #[test]
 fn f16_pipeline_stays_near_diffusers_f32() {
+    // `generate` seeds Flex's generator.
+    let _rng = crate::common::backend_rng();
     let r = Reference::load(&root().join("pipeline/reference.safetensors"));
     let device = Default::default();
     let pipe = SdxlPipeline::<F>::load_as(&tiny(), &device, Precision::F16).unwrap();
