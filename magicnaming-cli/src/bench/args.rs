@@ -141,6 +141,9 @@ impl BenchArgs {
         if self.image_iters == Some(0) {
             bail!("--image-iters must be at least 1");
         }
+        if let Some(json) = &self.json {
+            crate::outputs::check_output_file(json, &[])?;
+        }
         if self.budget_s.is_some_and(|b| b.is_nan() || b < 0.0) {
             bail!("--budget-s must be a number of seconds >= 0");
         }

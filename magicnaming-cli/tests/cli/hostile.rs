@@ -174,6 +174,14 @@ fn impossible_outputs_fail_before_any_model_is_loaded() {
             .arg(dir.path().join(".").join("photo.png")),
     );
     assert!(!ok && err.contains("overwrite the input"), "{err}");
+    // The benchmark's report, before any component runs.
+    let (ok, err, took, _) = run_measured(
+        bin()
+            .args(["bench", "--components", "norms", "--json"])
+            .arg(dir.path().join("no-such-folder/report.json")),
+    );
+    assert!(!ok && err.contains("no-such-folder"), "{err}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
     // A folder where a file is expected.
     let (ok, err, _, _) = run_measured(&mut generate(dir.path()));
     assert!(!ok && err.contains("is a folder"), "{err}");
