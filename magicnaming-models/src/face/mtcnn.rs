@@ -253,6 +253,16 @@ struct Sources {
     onet: (Rc<SafetensorsFile>, &'static str),
 }
 
+/// `net` with the weights of `file` under `prefix`, checked by the load report.
+fn load_net<B: Backend, M: Module<B>>(
+    mut net: M,
+    (file, prefix): &(Rc<SafetensorsFile>, &'static str),
+    what: &str,
+) -> Result<M> {
+    load_module(&mut net, file, remap(file, prefix), what)?;
+    Ok(net)
+}
+
 /// One network's file in a folder: `<name>.safetensors`, else `<name>.pt`.
 fn folder_file(dir: &Path, name: &str) -> Result<Rc<SafetensorsFile>> {
     let st = dir.join(format!("{name}.safetensors"));
@@ -324,27 +334,10 @@ impl<B: Backend> MtcnnNets<B> {
     /// (named by the load report).
     pub fn load(path: Option<&Path>, device: &B::Device) -> Result<Self> {
         let s = sources(path)?;
-        let mut pnet = PNet::init(device);
-        load_module(
-            &mut pnet,
-            &s.pnet.0,
-            remap(&s.pnet.0, s.pnet.1),
-            "MTCNN P-Net",
-        )?;
-        let mut rnet = RNet::init(device);
-        load_module(
-            &mut rnet,
-            &s.rnet.0,
-            remap(&s.rnet.0, s.rnet.1),
-            "MTCNN R-Net",
-        )?;
-        let mut onet = ONet::init(device);
-        load_module(
-            &mut onet,
-            &s.onet.0,
-            remap(&s.onet.0, s.onet.1),
-            "MTCNN O-Net",
-        )?;
-        Ok(Self { pnet, rnet, onet })
+        Ok(Self {
+            pnet: load_net(PNet::init(device), &s.pnet, "MTCNN P-Net")?,
+            rnet: load_net(RNet::init(device), &s.rnet, "MTCNN R-Net")?,
+            onet: load_net(ONet::init(device), &s.onet, "MTCNN O-Net")?,
+        })
     }
 }
