@@ -11,15 +11,15 @@ use core::str::FromStr;
 use burn::tensor::backend::Backend;
 
 /// The backend the enabled cargo features select: `cuda`, else `wgpu`, else the CPU
-/// backend (`ndarray`).
+/// backend ([`CpuBackend`]).
 #[cfg(feature = "cuda")]
 pub type DefaultBackend = burn::backend::Cuda;
 /// The backend the enabled cargo features select: `cuda`, else `wgpu`, else the CPU
-/// backend (`ndarray`).
+/// backend ([`CpuBackend`]).
 #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
 pub type DefaultBackend = burn::backend::Wgpu;
 /// The backend the enabled cargo features select: `cuda`, else `wgpu`, else the CPU
-/// backend (`ndarray`).
+/// backend ([`CpuBackend`]).
 ///
 /// ```
 /// use magicnaming::prelude::*;
@@ -27,8 +27,22 @@ pub type DefaultBackend = burn::backend::Wgpu;
 /// let x = magicnaming::burn::tensor::Tensor::<DefaultBackend, 1>::from_floats([1.0, 2.0], &device);
 /// assert_eq!(x.sum().into_scalar(), 3.0);
 /// ```
-#[cfg(all(feature = "ndarray", not(any(feature = "cuda", feature = "wgpu"))))]
-pub type DefaultBackend = burn::backend::NdArray<f32>;
+#[cfg(all(
+    any(feature = "flex", feature = "ndarray"),
+    not(any(feature = "cuda", feature = "wgpu"))
+))]
+pub type DefaultBackend = CpuBackend;
+
+/// The CPU backend the device `cpu` names: burn-flex (feature `flex`, a default feature;
+/// faster on every benchmark row, docs/BENCHMARKS.md), else burn-ndarray (feature
+/// `ndarray`). Both can be named explicitly at run time (`flex`, `ndarray`).
+#[cfg(feature = "flex")]
+pub type CpuBackend = burn::backend::Flex;
+/// The CPU backend the device `cpu` names: burn-flex (feature `flex`, a default feature;
+/// faster on every benchmark row, docs/BENCHMARKS.md), else burn-ndarray (feature
+/// `ndarray`). Both can be named explicitly at run time (`flex`, `ndarray`).
+#[cfg(all(feature = "ndarray", not(feature = "flex")))]
+pub type CpuBackend = burn::backend::NdArray<f32>;
 
 /// Errors of choosing a device.
 ///
@@ -57,7 +71,8 @@ pub enum BackendError {
     Devices(String),
 }
 
-/// A device named at run time.
+/// A device named at run time: `cpu` (the default CPU backend, [`CpuBackend`]), `flex`,
+/// `ndarray`, `wgpu[:N]`, `cuda[:N]`.
 ///
 /// ```
 /// use magicnaming::backend::DeviceSpec;
@@ -68,8 +83,12 @@ pub enum BackendError {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceSpec {
-    /// The CPU backend (`ndarray`).
+    /// The default CPU backend ([`CpuBackend`]: `flex` when compiled in, else `ndarray`).
     Cpu,
+    /// burn-flex on the CPU, by name.
+    Flex,
+    /// burn-ndarray on the CPU, by name.
+    Ndarray,
     /// The wgpu backend; `None` is the default adapter, `Some(i)` the `i`-th discrete GPU.
     Wgpu(Option<usize>),
     /// The CUDA backend, device index.
@@ -80,7 +99,9 @@ impl DeviceSpec {
     /// The cargo feature of this device's backend.
     pub fn feature(self) -> &'static str {
         match self {
-            Self::Cpu => "ndarray",
+            Self::Cpu if cfg!(feature = "ndarray") && !cfg!(feature = "flex") => "ndarray",
+            Self::Cpu | Self::Flex => "flex",
+            Self::Ndarray => "ndarray",
             Self::Wgpu(_) => "wgpu",
             Self::Cuda(_) => "cuda",
         }
@@ -103,7 +124,7 @@ impl Default for DeviceSpec {
 impl FromStr for DeviceSpec {
     type Err = BackendError;
 
-    /// `cpu`, `wgpu`, `wgpu:N`, `cuda` (= `cuda:0`) or `cuda:N`.
+    /// `cpu`, `flex`, `ndarray`, `wgpu`, `wgpu:N`, `cuda` (= `cuda:0`) or `cuda:N`.
     fn from_str(s: &str) -> Result<Self, BackendError> {
         let (kind, index) = match s.split_once(':') {
             Some((k, i)) => {
@@ -116,11 +137,15 @@ impl FromStr for DeviceSpec {
         };
         match (kind, index) {
             ("cpu", None) => Ok(Self::Cpu),
-            ("cpu", Some(_)) => Err(BackendError::Parse("`cpu` takes no index".into())),
+            ("flex", None) => Ok(Self::Flex),
+            ("ndarray", None) => Ok(Self::Ndarray),
+            ("cpu" | "flex" | "ndarray", Some(_)) => {
+                Err(BackendError::Parse(format!("`{kind}` takes no index")))
+            }
             ("wgpu", i) => Ok(Self::Wgpu(i)),
             ("cuda", i) => Ok(Self::Cuda(i.unwrap_or(0))),
             _ => Err(BackendError::Parse(format!(
-                "unknown device `{s}`: expected cpu, wgpu[:N] or cuda[:N]"
+                "unknown device `{s}`: expected cpu, flex, ndarray, wgpu[:N] or cuda[:N]"
             ))),
         }
     }
@@ -130,6 +155,8 @@ impl fmt::Display for DeviceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Cpu => write!(f, "cpu"),
+            Self::Flex => write!(f, "flex"),
+            Self::Ndarray => write!(f, "ndarray"),
             Self::Wgpu(None) => write!(f, "wgpu"),
             Self::Wgpu(Some(i)) => write!(f, "wgpu:{i}"),
             Self::Cuda(i) => write!(f, "cuda:{i}"),
@@ -140,8 +167,14 @@ impl fmt::Display for DeviceSpec {
 /// Backends compiled into this build, as device strings spell them.
 pub fn compiled_backends() -> Vec<&'static str> {
     let mut v = Vec::new();
-    if cfg!(feature = "ndarray") {
+    if cfg!(any(feature = "flex", feature = "ndarray")) {
         v.push("cpu");
+    }
+    if cfg!(feature = "flex") {
+        v.push("flex");
+    }
+    if cfg!(feature = "ndarray") {
+        v.push("ndarray");
     }
     if cfg!(feature = "wgpu") {
         v.push("wgpu");
@@ -224,6 +257,25 @@ pub fn dispatch<J: Job>(devices: &[DeviceSpec], job: J) -> Result<J::Output, Bac
     };
     match first {
         DeviceSpec::Cpu => {
+            #[cfg(any(feature = "flex", feature = "ndarray"))]
+            return Ok(job.run::<CpuBackend>(devices.iter().map(|_| Default::default()).collect()));
+            #[cfg(not(any(feature = "flex", feature = "ndarray")))]
+            return {
+                let _ = job;
+                Err(not_compiled(first))
+            };
+        }
+        DeviceSpec::Flex => {
+            #[cfg(feature = "flex")]
+            return Ok(job
+                .run::<burn::backend::Flex>(devices.iter().map(|_| Default::default()).collect()));
+            #[cfg(not(feature = "flex"))]
+            return {
+                let _ = job;
+                Err(not_compiled(first))
+            };
+        }
+        DeviceSpec::Ndarray => {
             #[cfg(feature = "ndarray")]
             return Ok(job.run::<burn::backend::NdArray<f32>>(
                 devices.iter().map(|_| Default::default()).collect(),
@@ -280,7 +332,9 @@ mod tests {
 
     #[test]
     fn device_strings_round_trip() {
-        for s in ["cpu", "wgpu", "wgpu:1", "cuda:0", "cuda:3"] {
+        for s in [
+            "cpu", "flex", "ndarray", "wgpu", "wgpu:1", "cuda:0", "cuda:3",
+        ] {
             assert_eq!(s.parse::<DeviceSpec>().unwrap().to_string(), s);
         }
         assert_eq!("cuda".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(0));
@@ -290,6 +344,7 @@ mod tests {
     fn bad_device_strings_are_named_errors() {
         for (s, what) in [
             ("cpu:1", "takes no index"),
+            ("flex:0", "`flex` takes no index"),
             ("cuda:x", "`x`"),
             ("tpu", "unknown device `tpu`"),
         ] {
@@ -314,8 +369,12 @@ mod tests {
 
     #[test]
     fn dispatch_runs_on_the_named_backend_or_names_the_missing_one() {
-        if cfg!(feature = "ndarray") {
+        if cfg!(any(feature = "flex", feature = "ndarray")) {
             assert_eq!(dispatch(&[DeviceSpec::Cpu, DeviceSpec::Cpu], Count), Ok(2));
+        }
+        if !cfg!(feature = "ndarray") {
+            let e = dispatch(&[DeviceSpec::Ndarray], Count).unwrap_err();
+            assert!(e.to_string().contains("--features ndarray"), "{e}");
         }
         assert!(dispatch(&[], Count).is_err());
         if !cfg!(feature = "cuda") {

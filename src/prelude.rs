@@ -5,7 +5,12 @@
 //! [`GenerateOptions`], [`GenerateOutput`]; LoRAs fused at load through [`LoadOptions`]
 //! with [`ScaledLora`] / [`Lora`]), and the backend the cargo features select
 //! ([`DefaultBackend`]) with the runtime device choice ([`DeviceSpec`]).
-#[cfg(any(feature = "ndarray", feature = "wgpu", feature = "cuda"))]
+#[cfg(any(
+    feature = "flex",
+    feature = "ndarray",
+    feature = "wgpu",
+    feature = "cuda"
+))]
 pub use crate::backend::DefaultBackend;
 pub use crate::backend::{DeviceSpec, Job, dispatch, parse_devices};
 pub use burn::tensor::backend::Backend;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use magicnaming::prelude::*;
 
-type B = burn::backend::NdArray<f32>;
+type B = magicnaming::backend::CpuBackend;
 
 /// The README's library program (`examples/user_path.rs`), compiled here unchanged.
 mod user_path {

@@ -3,11 +3,11 @@
 use alloc::format;
 use alloc::vec::Vec;
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::loss::{MseLoss, Reduction};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation;
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 use crate::NameError;
 
@@ -67,26 +67,74 @@ impl NameHeadConfig {
         Ok(())
     }
 
-    /// Builds the head with freshly initialised weights.
+    /// Builds the head with freshly initialised weights, drawn from the backend's
+    /// generator.
     ///
     /// # Errors
     /// [`NameError::InvalidConfig`] when a width is zero.
     pub fn init<B: Backend>(&self, device: &B::Device) -> HeadResult<NameHead<B>> {
         self.validate()?;
+        let layers = self
+            .widths()
+            .windows(2)
+            .map(|w| LinearConfig::new(w[0], w[1]).init(device))
+            .collect();
+        Ok(self.with_layers(layers))
+    }
+
+    /// Builds the head with weights drawn from a host generator seeded with `seed`
+    /// ([`crate::rng::SplitMix64`]): the same weights on every backend, whatever else
+    /// draws from the backend's generator meanwhile. The distribution is burn's default
+    /// for `Linear` (Kaiming uniform with gain 1/sqrt(3): weight and bias uniform on
+    /// `[-1/sqrt(fan_in), 1/sqrt(fan_in))`, as PyTorch's `nn.Linear`).
+    ///
+    /// # Errors
+    /// [`NameError::InvalidConfig`] when a width is zero.
+    pub fn init_seeded<B: Backend>(
+        &self,
+        seed: u64,
+        device: &B::Device,
+    ) -> HeadResult<NameHead<B>> {
+        self.validate()?;
+        let mut rng = crate::rng::SplitMix64(seed);
+        let layers = self
+            .widths()
+            .windows(2)
+            .map(|w| {
+                let (fan_in, out) = (w[0], w[1]);
+                let bound = 1.0 / libm::sqrt(fan_in as f64);
+                let mut linear = LinearConfig::new(fan_in, out).init(device);
+                let weight = rng.uniform_f32(fan_in * out, bound);
+                let bias = rng.uniform_f32(out, bound);
+                linear.weight = Param::from_tensor(Tensor::from_data(
+                    TensorData::new(weight, [fan_in, out]),
+                    device,
+                ));
+                linear.bias = Some(Param::from_tensor(Tensor::from_data(
+                    TensorData::new(bias, [out]),
+                    device,
+                )));
+                linear
+            })
+            .collect();
+        Ok(self.with_layers(layers))
+    }
+
+    fn widths(&self) -> Vec<usize> {
         let mut widths = Vec::with_capacity(self.hidden_dims.len() + 2);
         widths.push(self.input_dim);
         widths.extend_from_slice(&self.hidden_dims);
         widths.push(self.num_tokens * self.token_dim);
-        let layers = widths
-            .windows(2)
-            .map(|w| LinearConfig::new(w[0], w[1]).init(device))
-            .collect();
-        Ok(NameHead {
+        widths
+    }
+
+    fn with_layers<B: Backend>(&self, layers: Vec<Linear<B>>) -> NameHead<B> {
+        NameHead {
             layers,
             activation: self.activation,
             num_tokens: self.num_tokens,
             token_dim: self.token_dim,
-        })
+        }
     }
 }
 

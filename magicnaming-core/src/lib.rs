@@ -25,6 +25,7 @@ mod head;
 mod io;
 mod name;
 mod ops;
+pub mod rng;
 
 pub use error::NameError;
 pub use head::{HeadActivation, NameHead, NameHeadConfig};

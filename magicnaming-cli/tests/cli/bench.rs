@@ -160,7 +160,17 @@ fn bench_rejects_bad_requests_before_any_work() {
     assert!(err(&["--config", cfg, "--budget-s=-1"]).contains("--budget-s"));
     assert!(err(&["--config", cfg, "--components", "unet,bogus"]).contains("bogus"));
     // The ndarray backend computes in f32 only.
-    assert!(err(&["--config", cfg, "--dtype", "f16", "--components", "text"]).contains("--dtype"));
+    assert!(err(&[
+        "--device",
+        "ndarray",
+        "--config",
+        cfg,
+        "--dtype",
+        "f16",
+        "--components",
+        "text"
+    ])
+    .contains("--dtype"));
     // A configuration folder must hold every needed component's file.
     std::fs::remove_file(config.join("vae/config.json")).unwrap();
     assert!(err(&["--config", cfg, "--components", "vae"]).contains("vae/config.json"));

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use burn::backend::NdArray;
 use magicnaming_models::name_encoder::NameEncoder;
 
 use crate::common::{bin, fixtures, raw_tensors};
@@ -176,7 +175,8 @@ fn sigkill_then_rerun_equals_an_uninterrupted_build_which_trains() {
         serde_json::from_slice(&std::fs::read(enc.join("config.json")).unwrap()).unwrap();
     let tower_l = fixtures().join("vision/tower-l").canonicalize().unwrap();
     assert_eq!(config["tower_l"], tower_l.display().to_string());
-    let encoder = NameEncoder::<NdArray<f32>>::load(&enc, &Default::default()).unwrap();
+    let encoder =
+        NameEncoder::<magicnaming::backend::CpuBackend>::load(&enc, &Default::default()).unwrap();
     let photo = fixtures().join("vision/images/rgb.jpg");
     let name = encoder.predict_one(photo).unwrap();
     assert_eq!((name.num_tokens(), name.dim()), (8, 40));

@@ -111,8 +111,16 @@ fn bad_requests_fail_by_name_and_write_nothing() {
             "/no/such/model",
         ),
         (vec!["--precision".into(), "f8".into()], "f8"),
-        // The CPU backend (ndarray) has no f16: named, not silently upcast.
-        (vec!["--precision".into(), "f16".into()], "ndarray"),
+        // burn-ndarray has no f16: named, not silently upcast.
+        (
+            vec![
+                "--device".into(),
+                "ndarray".into(),
+                "--precision".into(),
+                "f16".into(),
+            ],
+            "ndarray",
+        ),
     ];
     write_f32(
         &dir.path().join("wrong.safetensors"),

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::common::{self, BetaParams};
 use super::config::{BetaSchedule, PredictionType, TimestepSpacing};
-use super::scheduler::{Scheduler, SchedulerKind, check_index, check_shape, noise_or_draw};
+use super::scheduler::{Scheduler, SchedulerKind, check_index, check_shape, required_noise};
 use crate::ModelError;
 
 /// The diffusers class name.
@@ -237,7 +237,7 @@ impl<B: Backend> Scheduler<B> for DdimScheduler {
         let direction = pred_epsilon.mul_scalar((1.0 - alpha_prev - std_dev * std_dev).sqrt());
         let prev = pred_original.mul_scalar(alpha_prev.sqrt()) + direction;
         if self.eta > 0.0 {
-            let noise = noise_or_draw(noise, &sample)?;
+            let noise = required_noise(CLASS_NAME, noise, &sample)?;
             return Ok(prev + noise.mul_scalar(std_dev));
         }
         Ok(prev)

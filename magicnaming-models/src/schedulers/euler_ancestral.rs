@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::common::{self, BetaParams};
 use super::config::{BetaSchedule, PredictionType, TimestepSpacing};
 use super::euler::{euler_init_noise_sigma, spaced_timesteps};
-use super::scheduler::{Scheduler, SchedulerKind, check_index, check_shape, noise_or_draw};
+use super::scheduler::{Scheduler, SchedulerKind, check_index, check_shape, required_noise};
 use crate::ModelError;
 
 /// The diffusers class name.
@@ -155,7 +155,7 @@ impl<B: Backend> Scheduler<B> for EulerAncestralDiscreteScheduler {
     ) -> crate::Result<Tensor<B, 4>> {
         check_index(CLASS_NAME, i, self.timesteps.len())?;
         check_shape("model_output", &model_output, &sample)?;
-        let noise = noise_or_draw(noise, &sample)?;
+        let noise = required_noise(CLASS_NAME, noise, &sample)?;
         let sigma = self.sigmas[i];
         // (`new` rejects `sample` prediction for Euler ancestral, as diffusers raises.)
         let pred_original = common::sigma_pred_original(

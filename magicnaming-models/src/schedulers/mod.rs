@@ -22,10 +22,9 @@
 //!
 //! Stochastic steps (Euler ancestral; DDIM with `eta > 0`; [`Scheduler::needs_noise`] says
 //! which) take their N(0, 1) noise from the `noise` argument of [`Scheduler::step`] when it is
-//! `Some` (the tests inject the exact draws diffusers made). With `None`, the scheduler draws it
-//! with `Tensor::random` on the sample's device and dtype, i.e. from the backend's generator,
-//! which the pipeline seeds once with `B::seed(&device, seed)`. Deterministic steps ignore
-//! `noise`.
+//! `Some`: the pipeline passes draws of its seeded host generator, the tests the exact draws
+//! diffusers made. With `None` such a step is an error: no step draws from a backend's
+//! global generator, which other threads may share. Deterministic steps ignore `noise`.
 //!
 //! # Precision
 //!

@@ -3,8 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor};
 
 use crate::ModelError;
 
@@ -54,7 +54,7 @@ pub trait Scheduler<B: Backend>: fmt::Debug + Send {
 
     /// One denoising step: the latents of step `step_index + 1` from the model output at
     /// `timesteps()[step_index]`. `noise` (N(0, 1), same shape) is used by stochastic steps
-    /// only; `None` draws it from the backend's generator (see the module docs).
+    /// only, which need it (see the module docs).
     ///
     /// # Shapes
     /// `model_output`, `sample`, `noise`: `[batch, channels, height, width]`; returns the same.
@@ -174,9 +174,9 @@ pub(crate) fn check_shape<B: Backend>(
     Ok(())
 }
 
-/// The caller's noise (shape-checked), or N(0, 1) from the backend's generator on the
-/// sample's device and dtype.
-pub(crate) fn noise_or_draw<B: Backend>(
+/// The caller's noise (shape-checked), which a stochastic step of `scheduler` needs.
+pub(crate) fn required_noise<B: Backend>(
+    scheduler: &str,
     noise: Option<Tensor<B, 4>>,
     sample: &Tensor<B, 4>,
 ) -> crate::Result<Tensor<B, 4>> {
@@ -185,10 +185,9 @@ pub(crate) fn noise_or_draw<B: Backend>(
             check_shape("noise", &n, sample)?;
             Ok(n)
         }
-        None => Ok(Tensor::random(
-            sample.shape(),
-            Distribution::Normal(0.0, 1.0),
-            (&sample.device(), sample.dtype()),
-        )),
+        None => Err(ModelError::InvalidInput(format!(
+            "{scheduler}: a stochastic step needs N(0, 1) noise of shape {:?} (the pipeline draws it from its seeded host generator)",
+            sample.dims()
+        ))),
     }
 }

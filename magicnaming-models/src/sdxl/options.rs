@@ -37,7 +37,9 @@ pub struct GenerateOptions<B: Backend> {
     pub width: usize,
     /// Image height in pixels.
     pub height: usize,
-    /// Seed of the initial latents and of stochastic schedulers.
+    /// Seed of the initial latents and of stochastic schedulers' noise, drawn on the host
+    /// ([`magicnaming_core::rng::SplitMix64`], Box-Muller): the same values on every
+    /// backend.
     pub seed: u64,
     /// Scheduler; `None` uses the model's own.
     pub scheduler: Option<SchedulerKind>,
@@ -45,7 +47,7 @@ pub struct GenerateOptions<B: Backend> {
     /// (multiplied by the scheduler's initial noise sigma).
     pub init_latents: Option<Tensor<B, 4>>,
     /// Noise for each step of a stochastic scheduler (as diffusers drew it); drawn from
-    /// the seeded generator when `None`.
+    /// the seeded host generator when `None`.
     pub step_noise: Option<Vec<Tensor<B, 4>>>,
     /// SDXL micro-conditioning `(height, width)`; the image size when `None`.
     pub original_size: Option<(usize, usize)>,

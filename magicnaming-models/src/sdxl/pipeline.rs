@@ -3,8 +3,9 @@
 //! (`docs/METHOD.md`, (c)). It only
 //! orchestrates; every network lives in its own module.
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use magicnaming_core::prepend;
+use magicnaming_core::rng::SplitMix64;
 
 use super::load_options::LoadOptions;
 use super::lora::{Component, LoraFusion, ModelNames};
@@ -229,12 +230,14 @@ impl<B: Backend> SdxlPipeline<B> {
         scheduler.set_timesteps(options.steps)?;
         let timesteps = scheduler.timesteps().to_vec();
 
-        // 4. Initial latents.
-        B::seed(&device, options.seed);
+        // 4. Initial latents: N(0, 1) from a host generator seeded with `seed`, which
+        //    goes on to give the stochastic schedulers' noise (step 6), so a seed gives the
+        //    same image on every backend and concurrent runs cannot disturb each other.
+        let mut rng = SplitMix64(options.seed);
         let shape = self.latent_shape(options);
         let latents = match &options.init_latents {
             Some(l) => l.clone(),
-            None => Tensor::random(shape, Distribution::Normal(0.0, 1.0), &device),
+            None => host_normal(&mut rng, shape, &device),
         };
         let mut latents = latents.mul_scalar(scheduler.init_noise_sigma());
 
@@ -281,7 +284,13 @@ impl<B: Backend> SdxlPipeline<B> {
             } else {
                 noise_pred
             };
-            let noise = options.step_noise.as_ref().map(|n| n[i].clone());
+            let noise = match &options.step_noise {
+                Some(n) => Some(n[i].clone()),
+                None if scheduler.needs_noise() => {
+                    Some(host_normal(&mut rng, latents.dims(), &device))
+                }
+                None => None,
+            };
             latents = scheduler.step(noise_pred, i, latents, noise)?;
             progress(i + 1, timesteps.len());
         }
@@ -330,4 +339,15 @@ impl<B: Backend> SdxlPipeline<B> {
         }
         text.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
+}
+
+/// A tensor of N(0, 1) values from the host generator `rng`, in the device's default float
+/// type.
+fn host_normal<B: Backend>(
+    rng: &mut SplitMix64,
+    shape: [usize; 4],
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let n = shape.iter().product();
+    Tensor::from_data(TensorData::new(rng.normal_f32(n), shape), device)
 }

@@ -123,8 +123,7 @@ pub fn train<B: AutodiffBackend>(
     };
     let train_rows = dataset.rows(Split::Train);
     let plan = plan(&config, train_rows.len())?;
-    B::seed(device, config.seed);
-    let mut head = head_config(&config, dataset).init::<B>(device)?;
+    let mut head = head_config(&config, dataset).init_seeded::<B>(config.seed, device)?;
     let mut optim = adamw(&config).init::<B, NameHead<B>>();
     let metrics_path = out.join("metrics.jsonl");
     let mut metrics = Vec::new();

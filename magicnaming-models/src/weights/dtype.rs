@@ -1,10 +1,12 @@
 //! The float type of loaded weights.
 //!
 //! Weights stored in f16 (diffusers `.fp16` files, most Civitai single files) run in f16
-//! on a backend that supports it (CUDA, wgpu with shader f16) and are upcast to f32
-//! where it does not (ndarray), as diffusers does with `torch_dtype=torch.float16` on a
-//! GPU and float32 on a CPU. [`Precision::Auto`] picks that; the other variants force a
-//! type.
+//! on a GPU backend that supports it (CUDA, wgpu with shader f16) and are upcast to f32
+//! on the CPU backends (flex, ndarray) and where f16 is missing, as diffusers is used
+//! with `torch_dtype=torch.float16` on a GPU and float32 on a CPU: a CPU without f16
+//! arithmetic converts every f16 product to f32 and back, slower and less accurate.
+//! [`Precision::Auto`] picks that; the other variants force a type (flex runs f16 and
+//! bf16 when asked).
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, FloatDType};
 
@@ -20,8 +22,8 @@ use crate::{ModelError, Result};
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
-    /// The stored type when the backend supports it (f16/bf16 files on a GPU backend),
-    /// f32 otherwise.
+    /// The stored type on a GPU backend that supports it (f16/bf16 files), f32 on the
+    /// CPU backends and otherwise.
     #[default]
     Auto,
     /// Always f32 (upcast f16/bf16 files).
@@ -73,6 +75,7 @@ impl Precision {
             Self::F32 => Ok(FloatDType::F32),
             Self::F16 => forced(FloatDType::F16, "f16"),
             Self::Bf16 => forced(FloatDType::BF16, "bf16"),
+            Self::Auto if is_cpu_backend::<B>() => Ok(FloatDType::F32),
             Self::Auto => {
                 let want = match stored {
                     safetensors::Dtype::F16 => FloatDType::F16,
@@ -87,6 +90,22 @@ impl Precision {
             }
         }
     }
+}
+
+/// Whether `B` runs on the host CPU (burn-flex or burn-ndarray, with or without
+/// autodiff): recognised by its device type.
+pub fn is_cpu_backend<B: Backend>() -> bool {
+    let id = core::any::TypeId::of::<B::Device>();
+    #[cfg(feature = "flex")]
+    if id == core::any::TypeId::of::<burn::backend::flex::FlexDevice>() {
+        return true;
+    }
+    #[cfg(feature = "ndarray")]
+    if id == core::any::TypeId::of::<burn::backend::ndarray::NdArrayDevice>() {
+        return true;
+    }
+    let _ = id;
+    false
 }
 
 /// The most common float type among `dtypes` (f32 when empty): what a checkpoint "is

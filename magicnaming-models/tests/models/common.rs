@@ -6,24 +6,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
 use magicnaming_models::weights::SafetensorsFile;
 use safetensors::Dtype;
 
-/// The CPU backend the parity tests run on.
-pub type B = NdArray<f32>;
-
-static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Held by every test that seeds or draws from the random generator of burn-flex (`Flex`),
-/// which is global to the backend: a draw on another thread between a seed and its use
-/// would change a seeded result. The tests that check seeded results run on `Flex`, whose
-/// generator only these tests touch (every other test that loads or initialises a model
-/// runs on `B`, and a lazily initialised parameter may draw from `B`'s).
-pub fn backend_rng() -> std::sync::MutexGuard<'static, ()> {
-    BACKEND_RNG.lock().unwrap_or_else(|p| p.into_inner())
-}
+/// The CPU backend the parity tests run on: burn-flex, the default CPU backend
+/// (`ndarray.rs` runs the main parity checks on burn-ndarray too).
+pub type B = burn::backend::Flex;
 
 /// Float tensors by name: values (as f32) and shape.
 pub type Tensors = BTreeMap<String, (Vec<f32>, Vec<usize>)>;
@@ -138,6 +127,14 @@ impl Reference {
 
     /// One tensor on the CPU backend.
     pub fn tensor<const D: usize>(&self, key: &str) -> Tensor<B, D> {
+        self.tensor_on::<B, D>(key)
+    }
+
+    /// One tensor on backend `Q`'s default device.
+    pub fn tensor_on<Q: burn::tensor::backend::Backend, const D: usize>(
+        &self,
+        key: &str,
+    ) -> Tensor<Q, D> {
         let (v, s) = self.get(key);
         Tensor::from_data(TensorData::new(v.clone(), s.clone()), &Default::default())
     }

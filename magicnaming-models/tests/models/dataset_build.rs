@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use burn::backend::NdArray;
 use burn::tensor::Tensor;
 use magicnaming_models::ModelError;
 use magicnaming_models::clip::tower::ClipVisionTower;
@@ -19,7 +18,7 @@ use magicnaming_models::train::{
 
 use crate::common::raw_tensors;
 
-type B = NdArray<f32>;
+use crate::common::B;
 
 /// Batched against one-image (one-name) forward passes of the same f32 operations: only
 /// the blocking of the matrix products may differ, ~1 ulp of O(1) values; 1e-6 leaves

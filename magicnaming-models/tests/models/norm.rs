@@ -41,7 +41,6 @@ fn f32_inputs_take_burns_group_norm_unchanged() {
 #[test]
 fn f16_inputs_are_normalised_with_f32_statistics() {
     type F = Flex;
-    let _rng = crate::common::backend_rng();
     let device = Default::default();
     let norm32 = norm_with_random_affine::<F>(32, 320);
     let norm16 = cast_module(norm32.clone(), FloatDType::F16);
@@ -67,7 +66,6 @@ fn f16_inputs_are_normalised_with_f32_statistics() {
 #[test]
 fn layer_norm_f16_matches_f32() {
     type F = Flex;
-    let _rng = crate::common::backend_rng();
     let device = Default::default();
     let norm32 = LayerNormConfig::new(1280).init::<F>(&device);
     let norm16 = cast_module(norm32.clone(), FloatDType::F16);

@@ -4,7 +4,6 @@
 //! `tests/fixtures/schedulers/cases.json` at 1, 5 and 30 steps.
 use std::path::{Path, PathBuf};
 
-use burn::backend::NdArray;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use magicnaming_models::ModelError;
@@ -13,7 +12,7 @@ use serde_json::Value;
 
 use crate::common::{Tensors, read_all_stored_f32};
 
-type B = NdArray<f32>;
+use crate::common::B;
 
 /// Schedules (relative): the training tables reproduce diffusers' float32 ops; what is left
 /// is torch's vectorised `linspace` rounding some betas 1 ulp differently (<= 2.4e-7 relative
@@ -390,27 +389,35 @@ fn config_files_with_python_json_tokens_load() {
     );
 }
 
-/// Without injected noise, Euler ancestral draws from the backend's generator: seeded runs
-/// repeat, and the noise is really used (another seed changes the result).
+/// A stochastic step without noise is a named error (no step draws from a backend's
+/// global generator); with host draws from one seed, runs repeat exactly and another seed
+/// changes the result.
 #[test]
-fn ancestral_noise_comes_from_the_seeded_backend_rng() {
-    type F = burn::backend::Flex;
-    let _rng = crate::common::backend_rng();
+fn ancestral_steps_need_noise_and_repeat_with_the_same_draws() {
+    let device = Default::default();
+    let mut s = SchedulerConfig::sdxl_base()
+        .build::<B>(Some(SchedulerKind::EulerAncestral))
+        .unwrap();
+    s.set_timesteps(4).unwrap();
+    let x = Tensor::<B, 4>::ones([1, 4, 3, 3], &device);
+    let e = s.step(x.clone(), 0, x, None).unwrap_err().to_string();
+    assert!(e.contains("EulerAncestral") && e.contains("noise"), "{e}");
     let run = |seed: u64| {
-        let device = Default::default();
-        F::seed(&device, seed);
+        let mut rng = magicnaming_core::rng::SplitMix64(seed);
         let mut s = SchedulerConfig::sdxl_base()
-            .build::<F>(Some(SchedulerKind::EulerAncestral))
+            .build::<B>(Some(SchedulerKind::EulerAncestral))
             .unwrap();
         s.set_timesteps(4).unwrap();
-        let mut x = Tensor::<F, 4>::ones([1, 4, 3, 3], &device).mul_scalar(s.init_noise_sigma());
+        let mut x = Tensor::<B, 4>::ones([1, 4, 3, 3], &device).mul_scalar(s.init_noise_sigma());
         for i in 0..4 {
             let input = s.scale_model_input(x.clone(), i).unwrap();
             let eps = input
                 .tanh()
                 .mul_scalar(0.5)
                 .add_scalar(0.1 * s.timesteps()[i] / 1000.0);
-            x = s.step(eps, i, x, None).unwrap();
+            let noise =
+                Tensor::from_data(TensorData::new(rng.normal_f32(36), [1, 4, 3, 3]), &device);
+            x = s.step(eps, i, x, Some(noise)).unwrap();
         }
         x.into_data().to_vec::<f32>().unwrap()
     };

@@ -2,7 +2,7 @@
 //! synthetic mapping, and the dataset format.
 use std::path::Path;
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::optim::AdamWConfig;
 use magicnaming_core::{HeadActivation, NameHeadConfig};
@@ -15,7 +15,7 @@ use magicnaming_models::train::{Dataset, Identity, Split, TrainConfig, evaluate,
 
 use crate::common::{metadata, read_all_stored_f32 as tensors};
 
-type B = NdArray<f32>;
+use crate::common::B;
 type A = Autodiff<B>;
 
 fn config(path: &Path) -> serde_json::Value {
@@ -175,9 +175,8 @@ fn run_defaults(
         ..TrainConfig::default()
     };
     // The untrained head, with the same seeded initialisation as the run.
-    <A as burn::tensor::backend::Backend>::seed(&device, config.seed);
     let untrained = magicnaming_models::train::head_config(&config, &ds)
-        .init::<A>(&device)
+        .init_seeded::<A>(config.seed, &device)
         .unwrap();
     let before = evaluate(&untrained.valid(), &ds, &device).val_loss.unwrap();
     let summary = train::<A>(&ds, &dir.path().join("enc"), &config, false, &[device]).unwrap();
