@@ -83,6 +83,7 @@ impl Job for Generate {
 
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    magicnaming::memory::reuse_freed_memory();
     let args = parse()?;
     let devices = parse_devices(&args.device)?;
     dispatch(&devices, Generate(args))?

@@ -42,6 +42,7 @@ impl Job for TrainEncoder {
 
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    magicnaming::memory::reuse_freed_memory();
     let mut device = DeviceSpec::default().to_string();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut out = PathBuf::from("out/train_encoder");

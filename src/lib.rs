@@ -45,6 +45,7 @@
 //!   (CLIP tokenizer and towers, SDXL's UNet, VAE and schedulers, the pipeline, the name
 //!   encoder, training), and the loaders of the real weight formats.
 pub mod backend;
+pub mod memory;
 pub mod prelude;
 
 pub use burn;

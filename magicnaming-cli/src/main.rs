@@ -117,6 +117,7 @@ enum NameCommand {
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    magicnaming::memory::reuse_freed_memory();
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
