@@ -10,5 +10,7 @@ mod face;
 mod generate;
 mod hostile;
 mod lora;
+mod schema;
+mod story;
 mod text;
 mod train;
