@@ -14,8 +14,7 @@ use magicnaming_models::report::Reference;
 
 use crate::device::Job;
 use crate::story_run::{
-    panel_file, panels, read_prompts, render_all, write_png, write_report, Job as Picture,
-    RenderArgs,
+    panel_file, panels, read_prompts, render_all, write_png, write_report, Picture, RenderArgs,
 };
 
 /// Arguments of `story`.
@@ -139,7 +138,9 @@ impl Job for StoryArgs {
                 (refs, rendered[0].face.clone())
             }
         };
-        for (p, r) in panels.iter_mut().zip(&rendered) {
+        // With a name alone the first panel is the reference: it gets no score of its own.
+        let skip = usize::from(self.photo.is_none());
+        for (p, r) in panels.iter_mut().zip(&rendered).skip(skip) {
             p.identity = face_sim(&r.face, &[&against])?;
         }
         write_report(&self.render, "story", &rendered, panels, references)?;

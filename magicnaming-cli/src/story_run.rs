@@ -79,7 +79,7 @@ pub struct RenderArgs {
 }
 
 /// One picture to render.
-pub struct Job<B: Backend> {
+pub struct Picture<B: Backend> {
     /// The prompt.
     pub prompt: String,
     /// The name spliced in.
@@ -103,6 +103,9 @@ pub struct Rendered {
 }
 
 /// Reads a prompts file: one prompt per line, blank lines skipped.
+///
+/// # Errors
+/// An unreadable file, or one without a prompt, named.
 pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
     let text = magicnaming_models::json::read_text_file(path, "prompts file")?;
     let prompts: Vec<String> = text
@@ -127,6 +130,9 @@ impl RenderArgs {
     /// The checks that need no model: sizes, steps, the output folder (a folder that
     /// exists and is not empty only with --overwrite), and that no input lies where an
     /// output will be written.
+    ///
+    /// # Errors
+    /// Naming the flag, the folder or the input at fault.
     pub fn check(&self, inputs: &[&Path], outputs: &[String]) -> Result<()> {
         if self.width == 0
             || self.height == 0
@@ -177,6 +183,9 @@ impl RenderArgs {
     }
 
     /// The detector with the optional recognizer.
+    ///
+    /// # Errors
+    /// Weights that cannot be loaded, named.
     pub fn scorer<B: Backend>(&self, device: &B::Device) -> Result<IdentityScorer<B>> {
         let recognizer = match &self.recognizer {
             Some(p) => Some(
@@ -189,6 +198,9 @@ impl RenderArgs {
     }
 
     /// The CLIP model, when --clip is given.
+    ///
+    /// # Errors
+    /// As [`ClipModel::load`], naming --clip.
     pub fn clip<B: Backend>(&self, device: &B::Device) -> Result<Option<ClipModel<B>>> {
         self.clip
             .as_ref()
@@ -197,6 +209,9 @@ impl RenderArgs {
     }
 
     /// The SDXL pipeline, with the LoRAs fused.
+    ///
+    /// # Errors
+    /// A model or LoRA that cannot be loaded, named.
     pub fn pipeline<B: Backend>(&self, device: &B::Device) -> Result<SdxlPipeline<B>> {
         let source = self.model.source()?;
         let load = self.lora.load_options(self.precision.into())?;
@@ -263,12 +278,16 @@ impl RenderArgs {
 
 /// Renders, saves (`text` chunks added to the pipeline's) and scores every job, with a
 /// progress bar over the panels and one over each panel's steps.
+///
+/// # Errors
+/// A request the pipeline refuses (before the first panel), or a failed generation,
+/// scoring or write.
 pub fn render_all<B: Backend>(
     args: &RenderArgs,
     pipeline: &SdxlPipeline<B>,
     scorer: &IdentityScorer<B>,
     clip: Option<&ClipModel<B>>,
-    jobs: &[Job<B>],
+    jobs: &[Picture<B>],
     text: &[(&str, String)],
 ) -> Result<Vec<Rendered>> {
     let all = jobs
@@ -343,7 +362,7 @@ pub fn render_all<B: Backend>(
 }
 
 /// Panels of rendered jobs (identity and similarities left to the caller).
-pub fn panels<B: Backend>(jobs: &[Job<B>], rendered: &[Rendered]) -> Vec<Panel> {
+pub fn panels<B: Backend>(jobs: &[Picture<B>], rendered: &[Rendered]) -> Vec<Panel> {
     jobs.iter()
         .zip(rendered)
         .enumerate()
@@ -363,6 +382,9 @@ pub fn panels<B: Backend>(jobs: &[Job<B>], rendered: &[Rendered]) -> Vec<Panel> 
 }
 
 /// Writes `sheet.png`, `story.json` and `index.html` for `panels`.
+///
+/// # Errors
+/// A file that cannot be written.
 pub fn write_report(
     args: &RenderArgs,
     kind: &str,
@@ -419,12 +441,18 @@ pub fn write_report(
 }
 
 /// Writes a file atomically.
+///
+/// # Errors
+/// Naming the file.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     magicnaming_core::write_atomic(path, bytes)
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Writes `img` as PNG.
+/// Writes `img` as PNG, atomically.
+///
+/// # Errors
+/// Naming the file.
 pub fn write_png(path: &Path, img: &RgbImage, text: &[(&str, String)]) -> Result<()> {
     let png = encode_png(
         img.width() as usize,

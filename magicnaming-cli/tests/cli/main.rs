@@ -6,6 +6,7 @@ mod common;
 
 mod bench;
 mod dataset;
+mod eval_id;
 mod face;
 mod generate;
 mod hostile;

@@ -5,7 +5,7 @@ use std::path::Path;
 use burn::tensor::backend::Backend;
 use image::RgbImage;
 
-use crate::face::{FaceDetector, FaceRecognizer, cosine_similarity, load_rgb};
+use crate::face::{FaceDetector, FaceRecognizer, MIN_DETECT_SIDE, cosine_similarity, load_rgb};
 use crate::{ModelError, Result};
 
 /// What the identity scorer saw in one image.
@@ -42,10 +42,10 @@ impl<B: Backend> IdentityScorer<B> {
     /// # Errors
     /// A detector or recognizer failure.
     pub fn embed(&self, img: &RgbImage) -> Result<FaceEmbedding> {
-        let faces = match self.detector.detect(img) {
-            Ok(f) => f,
-            Err(ModelError::InvalidInput(m)) if m.contains("too small") => Vec::new(),
-            Err(e) => return Err(e),
+        let faces = if img.width() < MIN_DETECT_SIDE || img.height() < MIN_DETECT_SIDE {
+            Vec::new()
+        } else {
+            self.detector.detect(img)?
         };
         let Some(face) = faces.first() else {
             return Ok(FaceEmbedding {

@@ -174,6 +174,9 @@ fn face_sim_equals_the_face_modules_similarity() {
         ))
         .unwrap();
     assert!(!none.face_found && face_sim(&none, &[&a]).unwrap().is_none());
+    // Under MTCNN's smallest window: no face rather than an error.
+    let tiny = scorer.embed(&image::RgbImage::new(8, 8)).unwrap();
+    assert!(!tiny.face_found && tiny.embedding.is_none());
     let plain = std::env::temp_dir().join(format!("plain-{}.png", std::process::id()));
     image::RgbImage::from_pixel(64, 48, image::Rgb([128, 128, 128]))
         .save(&plain)
