@@ -47,7 +47,7 @@ figure{margin:0;background:#fff;border:1px solid #ddd;padding:.5em}\
 figure img{width:100%;height:auto;image-rendering:pixelated;display:block}\
 figcaption{font-size:.85em;margin-top:.4em}.prompt{font-style:italic}\
 .refs figure{display:inline-block;width:220px;vertical-align:top;margin-right:1em}\
-table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:.2em .6em}";
+table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:.2em .6em;text-align:left}";
 
 /// The page of `report` (its images named relative to the folder the page is in).
 pub fn render_page(report: &StoryReport) -> String {
