@@ -17,6 +17,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use magicnaming::models::report::contact_sheet;
 use magicnaming::models::sdxl::png::encode_png;
 use magicnaming::prelude::*;
 
@@ -125,19 +126,19 @@ fn run<B: Backend>(args: Args, device: &B::Device) -> Result<()> {
         let options = options.clone().with_name(interpolate(&name_a, &name_b, t)?);
         tiles.push(pipeline.generate(&options)?.to_rgb_image()?);
     }
-    let (w, h) = tiles[0].dimensions();
-    let gap = 4;
-    let sheet_w = tiles.len() as u32 * w + (tiles.len() as u32 - 1) * gap;
-    let mut sheet = image::RgbImage::from_pixel(sheet_w, h, image::Rgb([255, 255, 255]));
-    for (i, tile) in tiles.iter().enumerate() {
-        image::imageops::replace(&mut sheet, tile, i64::from(i as u32 * (w + gap)), 0);
-    }
+    // The contact sheet of `magicnaming story` / `interpolate`: one row, 4 px apart.
+    let sheet = contact_sheet(&tiles, tiles.len(), 4)?;
     let sheet_path = args.out.join("interpolation.png");
     let text = [
         ("prompt", args.prompt.clone()),
         ("t", "0, 0.25, 0.5, 0.75, 1 (left to right)".into()),
     ];
-    let png = encode_png(sheet_w as usize, h as usize, sheet.as_raw(), &text)?;
+    let png = encode_png(
+        sheet.width() as usize,
+        sheet.height() as usize,
+        sheet.as_raw(),
+        &text,
+    )?;
     magicnaming::core::write_atomic(&sheet_path, &png)?;
     println!(
         "wrote {} (t = 0, 0.25, 0.5, 0.75, 1) in {:.1}s",

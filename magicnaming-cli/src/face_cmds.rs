@@ -28,7 +28,7 @@ pub struct DetectorArgs {
 }
 
 impl DetectorArgs {
-    fn load<B: Backend>(&self, device: &B::Device) -> Result<FaceDetector<B>> {
+    pub fn load<B: Backend>(&self, device: &B::Device) -> Result<FaceDetector<B>> {
         let config = MtcnnConfig {
             min_face_size: self.min_face,
             ..MtcnnConfig::default()

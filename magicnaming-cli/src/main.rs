@@ -6,12 +6,15 @@ mod args;
 mod bench;
 mod dataset_cmds;
 mod device;
+mod eval_cmds;
 mod face_cmds;
 mod generate_cmd;
 mod image_cmds;
 mod lora_cmds;
 mod name_cmds;
 mod outputs;
+mod story_cmds;
+mod story_run;
 mod tensors;
 mod text_cmds;
 mod train_cmds;
@@ -61,6 +64,13 @@ enum Command {
     Train(train_cmds::TrainArgs),
     /// Validation metrics of an encoder on a dataset, as JSON.
     Eval(train_cmds::EvalArgs),
+    /// One identity across a list of prompts: panels, story.json, a contact sheet and an
+    /// HTML page, scored for identity (Face Sim) and prompt following (CLIP-T).
+    Story(story_cmds::StoryArgs),
+    /// Fictional people between two names (the paper's interpolation figure), as a story.
+    Interpolate(story_cmds::InterpolateArgs),
+    /// Face Sim and CLIP-T of images, as identity-generation papers report them (JSON).
+    EvalId(eval_cmds::EvalIdArgs),
     /// Detect, align and compare faces (MTCNN, ArcFace).
     #[command(subcommand)]
     Face(FaceCommand),
@@ -184,6 +194,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Dataset(DatasetCommand::Build(args)) => dispatch(&device, args),
         Command::Train(args) => dispatch(&device, args),
         Command::Eval(args) => dispatch(&device, args),
+        Command::Story(args) => dispatch(&device, args),
+        Command::Interpolate(args) => dispatch(&device, args),
+        Command::EvalId(args) => dispatch(&device, args),
         Command::Bench(args) => dispatch(&device, args),
         Command::Lora(LoraCommand::Info(args)) => dispatch(&device, args),
         Command::Face(FaceCommand::Detect(args)) => dispatch(&device, args),

@@ -21,6 +21,8 @@ const LAYERS: &[(&str, usize)] = &[
     ("face", 2),
     ("sdxl", 3),
     ("name_encoder", 3),
+    ("eval", 3),
+    ("report", 3),
     ("train", 4),
 ];
 

@@ -17,6 +17,7 @@
 //!   train/                       dataset build, training loop, metrics
 //!     |
 //!   sdxl/          name_encoder/ the pipeline, prompt encoding | photo -> name
+//!   eval/          report/       Face Sim, CLIP-T | contact sheets, story.json, HTML page
 //!     |                 |
 //!   clip/  unet/  vae/  schedulers/  face/   model families, each with the remap
 //!     |                                      tables of the weight formats it reads
@@ -32,11 +33,13 @@
 pub mod bounded_read;
 pub mod clip;
 pub mod error;
+pub mod eval;
 pub mod face;
 pub mod image_file;
 pub mod json;
 pub mod name_encoder;
 pub mod nn;
+pub mod report;
 pub mod schedulers;
 pub mod sdxl;
 pub mod train;

@@ -6,9 +6,12 @@ mod common;
 
 mod bench;
 mod dataset;
+mod eval_id;
 mod face;
 mod generate;
 mod hostile;
 mod lora;
+mod schema;
+mod story;
 mod text;
 mod train;

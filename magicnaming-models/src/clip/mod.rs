@@ -1,6 +1,7 @@
 //! CLIP: tokenizer, text and image transformers (transformers' `modeling_clip.py` twins),
-//! the image processor, and the remap tables of the formats the towers load
+//! the image processor, the full `CLIPModel` (CLIP-T), and the remap tables of the formats the towers load
 //! (transformers and open_clip layouts, SDXL single-file encoders).
+pub mod clip_model;
 pub mod config;
 pub mod encoder;
 pub mod image_processor;

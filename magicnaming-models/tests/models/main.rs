@@ -5,6 +5,7 @@
 //! The wgpu kernel tests (`tests/kernels_*.rs`, `--features wgpu` and a Vulkan device)
 //! stay separate binaries.
 
+mod clip_model;
 mod common;
 mod diffusion_common;
 
