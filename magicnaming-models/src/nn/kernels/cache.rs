@@ -211,6 +211,10 @@ impl KernelCacheConfig {
     /// [`KernelCacheError::Io`] when the directory cannot be created;
     /// [`KernelCacheError::AlreadySet`] when another configuration was applied, or when a
     /// cubecl device already read its configuration (then its cache locations stay).
+    ///
+    /// # Panics
+    /// With a cubecl backend compiled in, on a malformed `cubecl.toml` above the working
+    /// directory (cubecl's reader panics; its first device would panic the same way).
     pub fn apply(&self) -> Result<(), KernelCacheError> {
         let mut applied = APPLIED.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(current) = applied.as_ref() {
