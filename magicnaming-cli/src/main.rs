@@ -1,7 +1,9 @@
 //! `magicnaming`: the command-line front end of MagicNaming.
 //!
 //! Every command that runs a network takes `--device cpu|wgpu[:N]|cuda[:N]` among the
-//! backends compiled in (cargo features `ndarray` (default), `wgpu`, `cuda`).
+//! backends compiled in (cargo features `ndarray` (default), `wgpu`, `cuda`). On `wgpu`
+//! and `cuda` devices, compiled kernels and autotune results are kept in one cache
+//! directory (`--kernel-cache`, see [`magicnaming_models::nn::kernels::cache`]).
 mod args;
 mod bench;
 mod dataset_cmds;
@@ -18,6 +20,7 @@ mod story_run;
 mod tensors;
 mod text_cmds;
 mod train_cmds;
+mod warmup_cmd;
 
 use std::path::PathBuf;
 
@@ -26,6 +29,7 @@ use clap::{Parser, Subcommand};
 
 use device::{dispatch, parse_devices, DeviceSpec};
 use magicnaming_models::image_file::{set_image_limits, ImageLimits};
+use magicnaming_models::nn::kernels::cache::KernelCacheConfig;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -42,6 +46,12 @@ struct Cli {
     /// before decoding; the decoded size may be 8 bytes a pixel of it.
     #[arg(long, global = true, default_value_t = ImageLimits::DEFAULT.max_pixels)]
     max_image_pixels: u64,
+    /// Directory of compiled kernels and autotune results of the GPU backends (wgpu,
+    /// cuda); default $MAGICNAMING_CACHE_DIR, else $XDG_CACHE_HOME/magicnaming, else
+    /// ~/.cache/magicnaming. Not used on the CPU backend. $MAGICNAMING_AUTOTUNE_LEVEL
+    /// (minimal, balanced (default), extensive, full) sets the autotune effort.
+    #[arg(long, global = true, value_name = "DIR")]
+    kernel_cache: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -77,6 +87,9 @@ enum Command {
     /// Inspect LoRA files.
     #[command(subcommand)]
     Lora(LoraCommand),
+    /// Run once what one generation needs at one shape (text encoders, UNet, VAE decode),
+    /// filling the kernel cache of a GPU backend; reports the time of each stage.
+    Warmup(warmup_cmd::WarmupArgs),
     /// Time SDXL's components and the CLIP image towers (medians after warm-up).
     Bench(bench::BenchArgs),
     /// Show which backends this binary was built with.
@@ -170,6 +183,15 @@ fn out_of_memory_hint(message: &str) -> Option<String> {
     })
 }
 
+/// Whether `devices` belong to a cubecl backend compiled in (wgpu, cuda): those compile
+/// kernels and autotune, the CPU backend does neither.
+fn uses_kernel_cache(devices: &[DeviceSpec]) -> bool {
+    let compiled = device::compiled_backends();
+    devices
+        .iter()
+        .any(|d| *d != DeviceSpec::Cpu && compiled.contains(&d.feature()))
+}
+
 fn run(cli: Cli) -> Result<()> {
     set_image_limits(ImageLimits {
         max_pixels: cli.max_image_pixels,
@@ -181,6 +203,10 @@ fn run(cli: Cli) -> Result<()> {
     } else {
         parse_devices(&cli.device)?
     };
+    // Before the first device is created: cubecl reads its configuration once.
+    if uses_kernel_cache(&device) && !matches!(cli.command, Command::Backends) {
+        KernelCacheConfig::from_env(cli.kernel_cache.as_deref())?.apply()?;
+    }
     match cli.command {
         Command::EncodePrompt(args) => dispatch(&device, args),
         Command::Name(NameCommand::FromText(args)) => dispatch(&device, args),
@@ -198,6 +224,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Interpolate(args) => dispatch(&device, args),
         Command::EvalId(args) => dispatch(&device, args),
         Command::Bench(args) => dispatch(&device, args),
+        Command::Warmup(args) => dispatch(&device, args),
         Command::Lora(LoraCommand::Info(args)) => dispatch(&device, args),
         Command::Face(FaceCommand::Detect(args)) => dispatch(&device, args),
         Command::Face(FaceCommand::Crop(args)) => dispatch(&device, args),
@@ -212,7 +239,20 @@ fn run(cli: Cli) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::out_of_memory_hint;
+    use super::{out_of_memory_hint, uses_kernel_cache, DeviceSpec};
+
+    #[test]
+    fn only_compiled_gpu_backends_use_the_kernel_cache() {
+        assert!(!uses_kernel_cache(&[DeviceSpec::Cpu]));
+        assert_eq!(
+            uses_kernel_cache(&[DeviceSpec::Cuda(1)]),
+            cfg!(feature = "cuda")
+        );
+        assert_eq!(
+            uses_kernel_cache(&[DeviceSpec::Wgpu(None)]),
+            cfg!(feature = "wgpu")
+        );
+    }
 
     #[test]
     fn allocator_panics_get_a_remedy() {

@@ -6,7 +6,7 @@
 # Expects, copied with the repository (docs/BENCHMARKS.md says how to make them):
 #   .bench/magicnaming.xz         x86-64 binary built with `--features cuda`, xz-compressed
 #   .whl/*.whl                    diffusers, open_clip_torch and the needs the image lacks
-#   .bench/cubecl-cache.tar.gz    optional: burn's autotune + PTX cache of an earlier run
+#   .bench/cubecl-cache.tar.gz    optional: the kernel cache (autotune results + PTX) of an earlier run
 # and writes to $OUT (default target/bench-gpu): table.md (also printed last),
 # precision.md/.json, results.tar.gz (every JSON, log and memory trace) and cubecl-cache.tar.gz (copy it as
 # .bench/cubecl-cache.tar.gz next time: autotune then costs nothing).
@@ -20,7 +20,10 @@
 # WARMUP (2), ITERS (10), IMAGE_ITERS (3), BUDGET_S (15: a component's timed runs stop
 # after that many seconds, after at least one), OURS_DTYPE (f16); BENCH_ARGS (extra arguments of
 # both benches, e.g. a --config), OURS_DEVICE (cuda:0), DIFF_DEVICE (cuda), DIFF_DTYPE (fp16)
-# (the last four let the script be tried on a CPU machine with tiny configurations).
+# (the last four let the script be tried on a CPU machine with tiny configurations);
+# WARMUP_MODEL (a real SDXL folder or file: `magicnaming warmup` runs first at RES, OURS_DTYPE,
+# batch 2, filling the kernel cache, limit T_OURS_WARMUP, 120 s); DRY_RUN=1 prints each
+# command instead of running it (no GPU, binary or Python stack needed).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
@@ -36,6 +39,8 @@ if [[ -z ${MAGICNAMING_BIN:-} && -f .bench/magicnaming.xz ]]; then
 fi
 BIN=$(realpath "${MAGICNAMING_BIN:-.bench/magicnaming}")
 PY=${PYTHON:-python3}
+DRY_RUN=${DRY_RUN:-0}
+WARMUP_MODEL=${WARMUP_MODEL:-} T_OURS_WARMUP=${T_OURS_WARMUP:-120}
 RES=${RES:-1024} STEPS=${STEPS:-30} TOWER_BATCH=${TOWER_BATCH:-64}
 WARMUP=${WARMUP:-2} ITERS=${ITERS:-10} IMAGE_ITERS=${IMAGE_ITERS:-3} BUDGET_S=${BUDGET_S:-15}
 OURS_DTYPE=${OURS_DTYPE:-f16} DIFF_DTYPE=${DIFF_DTYPE:-fp16}
@@ -54,6 +59,7 @@ COMMON=(--resolution "$RES" --steps "$STEPS" --tower-batch "$TOWER_BATCH"
 say() { echo "== $* (${SECONDS}s)"; }
 
 say "environment"
+if [[ $DRY_RUN == 1 ]]; then echo "dry run: $BIN, nothing is executed"; else
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$RES_DIR/gpu.csv"
 if [[ ! -x $BIN ]]; then echo "no executable at $BIN (carry .bench/magicnaming.xz)"; exit 2; fi
 if [[ $OURS_DEVICE == cuda* ]] && ! "$BIN" backends | grep -qw cuda; then
@@ -67,23 +73,25 @@ if [[ $T_DIFF_SDXL -gt 0 || $T_DIFF_TOWERS -gt 0 ]]; then
   "$PY" -c "import torch, diffusers, transformers, open_clip; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'open_clip', open_clip.__version__)" \
     || { echo "the Python stack is incomplete (carry .whl, see docs/BENCHMARKS.md)"; exit 2; }
 fi
+fi
 
-# burn/cubecl read cubecl.toml from the working directory (or above): persist autotune
-# results and compiled PTX in $CACHE (no environment variable sets this).
+# The kernel cache (autotune results in autotune/, compiled PTX in cuda/): magicnaming
+# reads MAGICNAMING_CACHE_DIR (the same layout as the cubecl.toml earlier runs wrote).
 CACHE=$WORK/cache
 mkdir -p "$CACHE"
 if [[ -f .bench/cubecl-cache.tar.gz ]]; then tar -xzf .bench/cubecl-cache.tar.gz -C "$CACHE"; fi
-printf '[autotune]\ncache = { file = "%s" }\n\n[compilation]\ncache = { file = "%s" }\n' "$CACHE" "$CACHE" > "$WORK/cubecl.toml"
+export MAGICNAMING_CACHE_DIR=$CACHE
 
 # $OUT/results.tar.gz is rewritten after every process (one archive instead of many
 # files), so what finished is kept even if the run is cut off.
-pack() { tar -czf "$OUTDIR/results.tar.gz" -C "$WORK" results cubecl.toml; }
+pack() { tar -czf "$OUTDIR/results.tar.gz" -C "$WORK" results; }
 
 # NAME LIMIT CMD...: runs CMD in $WORK under a time limit while sampling the GPU's used
 # memory every 50 ms; the peak minus the idle level before goes to NAME.peak (MiB).
 run() {
   local name=$1 limit=$2; shift 2
   [[ $limit -gt 0 ]] || return 0
+  if [[ $DRY_RUN == 1 ]]; then say "$name (limit ${limit}s): $*"; return 0; fi
   local idle; idle=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
   nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 50 > "$RES_DIR/$name.mem" 2> /dev/null &
   local smi=$!
@@ -100,10 +108,12 @@ run() {
 
 # Precision first: the tiny SDXL fixture on the CPU in f32 and on the GPU in
 # f32 and f16 against diffusers' f32 final latents (tools/bench/check_precision.py).
-if [[ $T_PRECISION -gt 0 ]]; then
+if [[ $T_PRECISION -gt 0 && $DRY_RUN == 1 ]]; then
+  say "precision (limit ${T_PRECISION}s): check_precision.py $BIN --device $OURS_DEVICE"
+elif [[ $T_PRECISION -gt 0 ]]; then
   say "precision (limit ${T_PRECISION}s)"
   # Autotune effort does not change results: the check uses the minimal level.
-  (cd "$WORK" && CUBECL_AUTOTUNE_LEVEL=${PRECISION_AUTOTUNE:-minimal} RUST_LOG=warn timeout --kill-after=10 "$T_PRECISION" "$PY" "$REPO/tools/bench/check_precision.py" "$BIN" \
+  (cd "$WORK" && MAGICNAMING_AUTOTUNE_LEVEL=${PRECISION_AUTOTUNE:-minimal} RUST_LOG=warn timeout --kill-after=10 "$T_PRECISION" "$PY" "$REPO/tools/bench/check_precision.py" "$BIN" \
     --device "$OURS_DEVICE" --out "$OUTDIR" --timeout "$T_PRECISION_RUN") 2>&1 | tee "$RES_DIR/precision.log" | tail -n 8
   pack
 fi
@@ -114,6 +124,11 @@ run diffusers-towers "$T_DIFF_TOWERS" "${DIFF[@]}" --components towers --json "$
 
 OURS=("$BIN" --device "$OURS_DEVICE" bench --dtype "$OURS_DTYPE" "${COMMON[@]}")
 export RUST_LOG=${RUST_LOG:-info}
+# Compiles and tunes a generation's kernels at these shapes into the cache, timed per stage.
+if [[ -n $WARMUP_MODEL ]]; then
+  run ours-warmup "$T_OURS_WARMUP" "$BIN" --device "$OURS_DEVICE" warmup --model "$(realpath "$WARMUP_MODEL")" \
+    --resolution "$RES" --dtype "$OURS_DTYPE" --batch 2
+fi
 # One process per group: autotune results of the first reach the others through the cache.
 run ours-unet "$T_OURS_UNET" "${OURS[@]}" --components text,unet --json "$RES_DIR/ours-unet.json"
 run ours-norms "$T_OURS_NORMS" "${OURS[@]}" --components norms --json "$RES_DIR/ours-norms.json"
@@ -122,6 +137,7 @@ run ours-vae "$T_OURS_VAE" "${OURS[@]}" --components vae --json "$RES_DIR/ours-v
 run ours-image "$T_OURS_IMAGE" "${OURS[@]}" --components image --json "$RES_DIR/ours-image.json"
 run ours-towers "$T_OURS_TOWERS" "${OURS[@]}" --components towers --json "$RES_DIR/ours-towers.json"
 
+if [[ $DRY_RUN == 1 ]]; then say "dry run done"; exit 0; fi
 say "table"
 mib() { cat "$RES_DIR/$1.peak" 2> /dev/null || echo 0; }
 cat > "$RES_DIR/peaks.json" << EOF

@@ -15,12 +15,12 @@
 //! model (`--model`). `tools/bench/bench_diffusers.py` times the same shapes with
 //! diffusers; `tools/bench/run_gpu.sh` runs both on a GPU.
 //!
-//! Autotune cache (burn 0.21 / cubecl 0.10): results persist in
-//! `<nearest ancestor of the working directory holding a Cargo.toml>/target/autotune/`,
-//! or in `<user cache dir>/cubecl/autotune/` when there is none; a `cubecl.toml` (or a
-//! `[cubecl]` section of `burn.toml`) in the working directory or above, holding
-//! `[autotune]` / `cache = { file = "DIR" }`, moves it to `DIR/autotune/`. There is no
-//! environment variable for the location; `CUBECL_AUTOTUNE_LEVEL` sets the effort.
+//! Kernel cache: compiled kernels and autotune results persist in the directory that
+//! `main` configures before the device is created (`--kernel-cache`, else
+//! `$MAGICNAMING_CACHE_DIR`, else `$XDG_CACHE_HOME/magicnaming`, else
+//! `~/.cache/magicnaming`; see `magicnaming_models::nn::kernels::cache`), at one autotune
+//! level (`$MAGICNAMING_AUTOTUNE_LEVEL`, default balanced). A warm cache makes the
+//! untimed warm-ups cheap but does not change the timed runs; `warmup` fills it.
 //!
 //! The files: `args` (the flags and their checks), `models` (real or random models, image
 //! towers), `timing` (warm-ups, timed runs, statistics), `sdxl`, `towers` and `layers` (the

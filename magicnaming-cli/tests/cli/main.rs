@@ -15,3 +15,4 @@ mod schema;
 mod story;
 mod text;
 mod train;
+mod warmup;

@@ -13,11 +13,14 @@
 //!
 //! [`set_enabled`]`(false)` turns them off at run time (benchmarks compare both paths on
 //! one device; tests compare against burn's own ops on the same backend).
+//!
+//! [`cache`] sets where the cubecl backends keep compiled kernels and autotune results.
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
+pub mod cache;
 #[cfg(feature = "kernels")]
 mod conv2d;
 #[cfg(feature = "kernels")]
