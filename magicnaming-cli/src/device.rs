@@ -1,4 +1,4 @@
-//! `--device cpu|wgpu[:N]|cuda[:N]`: the library's runtime backend choice
+//! `--device cpu|flex|ndarray|wgpu[:N]|cuda[:N]`: the library's runtime backend choice
 //! ([`magicnaming::backend`]), with the CLI's commands as jobs.
 use anyhow::{bail, Result};
 use burn::tensor::backend::Backend;

@@ -1,6 +1,6 @@
 //! `magicnaming`: the command-line front end of MagicNaming.
 //!
-//! Every command that runs a network takes `--device cpu|wgpu[:N]|cuda[:N]` among the
+//! Every command that runs a network takes `--device cpu|flex|ndarray|wgpu[:N]|cuda[:N]` among the
 //! backends compiled in (cargo features `ndarray` (default), `wgpu`, `cuda`). On `wgpu`
 //! and `cuda` devices, compiled kernels and autotune results are kept in one cache
 //! directory (`--kernel-cache`, see [`magicnaming_models::nn::kernels::cache`]).
@@ -38,7 +38,7 @@ use magicnaming_models::nn::kernels::cache::KernelCacheConfig;
     about = "Consistent-identity SDXL generation by finding a person's name embedding (MagicNaming, AAAI 2025)"
 )]
 struct Cli {
-    /// Device: cpu, wgpu[:N] or cuda[:N] (among the backends compiled in); `train` takes a
+    /// Device: cpu (burn-flex, else burn-ndarray), flex, ndarray, wgpu[:N] or cuda[:N] (among the backends compiled in); `train` takes a
     /// comma-separated list of one backend (cuda:0,cuda:1) for data parallelism.
     #[arg(long, global = true, default_value_t = String::new(), hide_default_value = true)]
     device: String,

@@ -3,11 +3,13 @@
 `bench_diffusers.py --json` (or `bench_faces.py --json`) outputs of the same run.
 
     python3 tools/bench/compare.py OURS.json DIFFUSERS.json [MORE_OURS.json MORE_DIFFUSERS.json ...]
-        [--command "bash tools/bench/run_gpu.sh"] [--peaks PEAKS.json]
+        [--command "bash tools/bench/run_gpu.sh"] [--peaks PEAKS.json] [--build-times]
 
 Files come in pairs (ours, diffusers or pytorch); rows are paired by component name. The ratio is
 ours / diffusers of the medians: below 1 means ours is faster (the target on a GPU:
-at most 0.8 for the whole image). --peaks adds peak-device-memory rows from the JSON
+at most 0.8 for the whole image). --build-times adds, for pairs that loaded a model
+from files (not random weights), a row per component with the seconds each side took to
+load it (the reports' `build_s`). --peaks adds peak-device-memory rows from the JSON
 that run_gpu.sh writes ({"label": {"ours": bytes, "diffusers": bytes}, ...}).
 Standard library only.
 """
@@ -52,7 +54,7 @@ def card(r):
     return r.get("device_name", "?").split("; host")[0]
 
 
-def table(pairs, command, peaks):
+def table(pairs, command, peaks, build_times=False):
     ref = " / ".join(dict.fromkeys(HEADERS[theirs["tool"]] for _, theirs in pairs))
     lines = [
         f"| component | ours | {ref} | ratio (ours / {ref}) | card | date | command |",
@@ -76,6 +78,12 @@ def table(pairs, command, peaks):
                 batch = ours["settings"]["tower_batch"]
                 what += f"; {batch / c['median_ms'] * 1e3:.3g} vs {batch / t['median_ms'] * 1e3:.3g} img/s"
             lines.append(f"| {name}: {what} | {fmt_ms(c)} | {fmt_ms(t)} | {ratio} | {dev} | {date} | {command} |")
+        if build_times and not str(ours["settings"].get("model", "")).startswith("random"):
+            for name in names:
+                c, t = ours_by_name.get(name), by_name.get(name)
+                if c and t and c.get("build_s") and t.get("build_s"):
+                    ratio = f"{c['build_s'] / t['build_s']:.2f}"
+                    lines.append(f"| load {name}: from {ours['settings']['model']} (f16 files as f32) | {c['build_s']:.1f} s | {t['build_s']:.1f} s | {ratio} | {dev} | {date} | {command} |")
         if ours["device"].lower().startswith("cpu"):
             a = ours["memory"].get("host_peak_rss_bytes")
             b = theirs["memory"].get("host_peak_rss_bytes")
@@ -94,6 +102,7 @@ def main(argv=None):
     p.add_argument("files", nargs="+", help="pairs: OURS.json DIFFUSERS.json ...")
     p.add_argument("--command", default="see below")
     p.add_argument("--peaks")
+    p.add_argument("--build-times", action="store_true")
     a = p.parse_args(argv)
     if len(a.files) % 2:
         p.error("give the JSON files in pairs: ours, diffusers")
@@ -111,7 +120,7 @@ def main(argv=None):
     if a.peaks:
         with open(a.peaks) as f:
             peaks = json.load(f)
-    print(table(pairs, a.command, peaks))
+    print(table(pairs, a.command, peaks, a.build_times))
     print()
     for ours, theirs in pairs:
         s = ours["settings"]

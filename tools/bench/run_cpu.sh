@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# CPU comparison: `magicnaming bench` (ndarray backend, release, f32) against
-# diffusers / transformers / open_clip on PyTorch CPU (f32), same shapes, random weights,
-# one after the other in one run, then the table of docs/BENCHMARKS.md (tools/bench/compare.py).
+# CPU comparison: `magicnaming bench` on both CPU backends (flex, the default, and
+# ndarray; release, f32) against diffusers / transformers / open_clip on PyTorch CPU (f32),
+# same shapes, random weights, one after the other in one run, then the tables of
+# docs/BENCHMARKS.md (tools/bench/compare.py, each backend against PyTorch).
 #
-#   bash tools/bench/run_cpu.sh [sdxl|towers|faces|all] [OUTDIR]
+#   bash tools/bench/run_cpu.sh [sdxl|towers|faces|load|all] [OUTDIR]
+#
+# BACKENDS (default "flex ndarray") picks the backends.
 #
 # The sizes are the CPU-feasible ones of docs/BENCHMARKS.md (SDXL-size models need about
 # 14 GiB of RAM for the whole-image row; the ViT-bigG tower about 8). `sdxl` and `towers`
@@ -13,6 +16,10 @@
 # LANCZOS, written once to OUTDIR and read by both sides) and IResNet-50 at batch 32,
 # against facenet-pytorch 2.6.0 and PyTorch (tools/bench/bench_faces.py, as many torch
 # threads as CPUs); about 5 minutes on 2 cores.
+# `load` (not in `all`) times loading an SDXL-size diffusers folder of random fp16 weights
+# (tools/bench/make_random_sdxl.py writes it to $SDXL_RANDOM, default OUTDIR/sdxl-rand,
+# 6.9 GB, when missing) as f32, then one 64 x 64 step: the "build" column of each side;
+# about 18 GiB of RAM.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 part=${1:-all}
@@ -23,28 +30,44 @@ PY=${PYTHON:-.venv/bin/python}
 SDXL=(--components text,unet,vae,image --resolution 128 --steps 2 --warmup 1 --iters 3 --image-iters 2)
 TOWERS=(--components towers --tower-batch 4 --warmup 1 --iters 2)
 FACES=(--face-image "$out/face-1024.png" --face-batch 32 --warmup 1 --iters 3)
+BACKENDS=${BACKENDS:-flex ndarray}
 export RUST_LOG=${RUST_LOG:-warn}
 # Make tokenizers (and anything else) take no extra threads beyond torch's own.
 export TOKENIZERS_PARALLELISM=false
 
+ours() { # ours PART ARGS...: one bench per backend
+  local p=$1; shift
+  for b in $BACKENDS; do "$BIN" --device "$b" bench "$@" --json "$out/$b-$p.json"; done
+}
 if [[ $part == sdxl || $part == all ]]; then
-  "$BIN" --device cpu bench "${SDXL[@]}" --json "$out/ours-sdxl.json"
+  ours sdxl "${SDXL[@]}"
   "$PY" tools/bench/bench_diffusers.py --device cpu "${SDXL[@]}" --json "$out/diffusers-sdxl.json"
 fi
 if [[ $part == towers || $part == all ]]; then
-  "$BIN" --device cpu bench "${TOWERS[@]}" --json "$out/ours-towers.json"
+  ours towers "${TOWERS[@]}"
   "$PY" tools/bench/bench_diffusers.py --device cpu "${TOWERS[@]}" --json "$out/diffusers-towers.json"
 fi
 if [[ $part == faces ]]; then
   "$PY" tools/bench/bench_faces.py --make-image tests/fixtures/face/astronaut.png --side 1024 --image "$out/face-1024.png"
-  "$BIN" --device cpu bench --components faces "${FACES[@]}" --json "$out/ours-faces.json"
+  ours faces --components faces "${FACES[@]}"
   "$PY" tools/bench/bench_faces.py --threads "$(nproc)" "${FACES[@]/--face-image/--image}" --json "$out/pytorch-faces.json"
 fi
-pairs=()
-for p in sdxl:diffusers towers:diffusers faces:pytorch; do
-  p2=${p#*:} p=${p%:*}
-  [[ -f $out/ours-$p.json && -f $out/$p2-$p.json ]] && pairs+=("$out/ours-$p.json" "$out/$p2-$p.json")
-done
+if [[ $part == load ]]; then
+  model=${SDXL_RANDOM:-$out/sdxl-rand}
+  [[ -d $model/unet ]] || "$PY" tools/bench/make_random_sdxl.py "$model"
+  LOAD=(--model "$model" --components text,unet --resolution 64 --warmup 0 --iters 1)
+  ours load "${LOAD[@]}"
+  "$PY" tools/bench/bench_diffusers.py --device cpu "${LOAD[@]}" --json "$out/diffusers-load.json"
+fi
 cmd="bash tools/bench/run_cpu.sh"
-[[ $part == faces ]] && cmd+=" faces"
-python3 tools/bench/compare.py "${pairs[@]}" --command "\`$cmd\`" | tee "$out/table.md"
+[[ $part != all ]] && cmd+=" $part"
+for b in $BACKENDS; do
+  pairs=()
+  for p in sdxl:diffusers towers:diffusers faces:pytorch load:diffusers; do
+    p2=${p#*:} p=${p%:*}
+    [[ -f $out/$b-$p.json && -f $out/$p2-$p.json ]] && pairs+=("$out/$b-$p.json" "$out/$p2-$p.json")
+  done
+  [[ ${#pairs[@]} -gt 0 ]] || continue
+  echo "### $b"
+  python3 tools/bench/compare.py "${pairs[@]}" --command "\`$cmd\`" --build-times
+done | tee "$out/table.md"

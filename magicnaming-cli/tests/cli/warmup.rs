@@ -72,8 +72,8 @@ fn warmup_refuses_bad_shapes_and_types() {
     for (extra, want) in [
         (&["--resolution", "60"][..], "multiple of 8"),
         (&["--resolution", "64", "--batch", "0"][..], "--batch"),
-        // The CPU backend has no f16 (the default --dtype).
-        (&["--resolution", "64"][..], "f16"),
+        // burn-ndarray has no f16 (the default --dtype).
+        (&["--device", "ndarray", "--resolution", "64"][..], "f16"),
     ] {
         let out = warmup(&cache, extra);
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -4,7 +4,6 @@
 //! `tests/fixtures/schedulers/cases.json` at 1, 5 and 30 steps.
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use magicnaming_models::ModelError;
 use magicnaming_models::schedulers::{DdimScheduler, Scheduler, SchedulerConfig, SchedulerKind};
