@@ -34,13 +34,15 @@ pub type DefaultBackend = burn::backend::Wgpu;
 pub type DefaultBackend = CpuBackend;
 
 /// The CPU backend the device `cpu` names: burn-flex (feature `flex`, a default feature;
-/// faster on every benchmark row, docs/BENCHMARKS.md), else burn-ndarray (feature
-/// `ndarray`). Both can be named explicitly at run time (`flex`, `ndarray`).
+/// 1.3-3.7x faster than burn-ndarray on SDXL, the CLIP towers and IResNet-50 in
+/// docs/BENCHMARKS.md), else burn-ndarray (feature `ndarray`). Both can be named
+/// explicitly at run time (`flex`, `ndarray`).
 #[cfg(feature = "flex")]
 pub type CpuBackend = burn::backend::Flex;
 /// The CPU backend the device `cpu` names: burn-flex (feature `flex`, a default feature;
-/// faster on every benchmark row, docs/BENCHMARKS.md), else burn-ndarray (feature
-/// `ndarray`). Both can be named explicitly at run time (`flex`, `ndarray`).
+/// 1.3-3.7x faster than burn-ndarray on SDXL, the CLIP towers and IResNet-50 in
+/// docs/BENCHMARKS.md), else burn-ndarray (feature `ndarray`). Both can be named
+/// explicitly at run time (`flex`, `ndarray`).
 #[cfg(all(feature = "ndarray", not(feature = "flex")))]
 pub type CpuBackend = burn::backend::NdArray<f32>;
 
