@@ -1,11 +1,26 @@
 //! Arguments shared by several commands: the SDXL model, and the enum-valued options.
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use magicnaming_models::schedulers::SchedulerKind;
 use magicnaming_models::sdxl::SdxlSource;
 use magicnaming_models::Precision;
+
+/// The image size and step count of `generate` and `story` / `interpolate`, checked
+/// before any model loads.
+///
+/// # Errors
+/// A side that is not a positive multiple of 8, or zero steps, naming the flags.
+pub fn check_image_request(width: usize, height: usize, steps: usize) -> Result<()> {
+    if width == 0 || height == 0 || !width.is_multiple_of(8) || !height.is_multiple_of(8) {
+        bail!("--width {width} / --height {height}: must be positive multiples of 8");
+    }
+    if steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    Ok(())
+}
 
 /// The SDXL model of `generate`, `encode-prompt`, `name from-text` and `dataset build`.
 #[derive(Args, Debug, Clone)]

@@ -2,14 +2,14 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use clap::Args;
 use magicnaming_core::NameEmbedding;
 use magicnaming_models::sdxl::{GenerateOptions, SdxlPipeline};
 
-use crate::args::{ModelArgs, PrecisionArg, SchedulerArg};
+use crate::args::{check_image_request, ModelArgs, PrecisionArg, SchedulerArg};
 use crate::device::Job;
 use crate::lora_cmds::LoraArgs;
 use crate::outputs::check_output_file;
@@ -68,20 +68,7 @@ pub struct GenerateArgs {
 impl Job for GenerateArgs {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         // Checks that need no model, before any work.
-        if self.width == 0
-            || self.height == 0
-            || !self.width.is_multiple_of(8)
-            || !self.height.is_multiple_of(8)
-        {
-            bail!(
-                "--width {} / --height {}: must be positive multiples of 8",
-                self.width,
-                self.height
-            );
-        }
-        if self.steps == 0 {
-            bail!("--steps must be at least 1");
-        }
+        check_image_request(self.width, self.height, self.steps)?;
         let mut inputs: Vec<&std::path::Path> = vec![&self.model.model];
         inputs.extend(self.name.as_deref());
         inputs.extend(self.init_latents.as_deref());

@@ -19,7 +19,7 @@ use magicnaming_models::schedulers::SchedulerKind;
 use magicnaming_models::sdxl::png::encode_png;
 use magicnaming_models::sdxl::{GenerateOptions, SdxlPipeline};
 
-use crate::args::{ModelArgs, PrecisionArg, SchedulerArg};
+use crate::args::{check_image_request, ModelArgs, PrecisionArg, SchedulerArg};
 use crate::face_cmds::DetectorArgs;
 use crate::lora_cmds::LoraArgs;
 use crate::outputs::check_output_dir;
@@ -134,20 +134,7 @@ impl RenderArgs {
     /// # Errors
     /// Naming the flag, the folder or the input at fault.
     pub fn check(&self, inputs: &[&Path], outputs: &[String]) -> Result<()> {
-        if self.width == 0
-            || self.height == 0
-            || !self.width.is_multiple_of(8)
-            || !self.height.is_multiple_of(8)
-        {
-            bail!(
-                "--width {} / --height {}: must be positive multiples of 8",
-                self.width,
-                self.height
-            );
-        }
-        if self.steps == 0 {
-            bail!("--steps must be at least 1");
-        }
+        check_image_request(self.width, self.height, self.steps)?;
         if self.columns == Some(0) {
             bail!("--columns must be at least 1");
         }

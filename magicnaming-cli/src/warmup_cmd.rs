@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use magicnaming_core::rng::SplitMix64;
 use magicnaming_models::nn::kernels::cache::KernelCacheConfig;
 use magicnaming_models::sdxl::{LoadOptions, SdxlPipeline};
 use magicnaming_models::Precision;
@@ -139,9 +140,15 @@ impl Job for WarmupArgs {
         scheduler.set_timesteps(self.steps)?;
         let timesteps = scheduler.timesteps().to_vec();
         let l = res / f;
-        let normal = Distribution::Normal(0.0, 1.0);
-        let mut latents = Tensor::<B, 4>::random([images, c.in_channels, l, l], normal, &device)
-            .mul_scalar(scheduler.init_noise_sigma());
+        // N(0, 1) from the host generator, as the pipeline draws it (also the noise of a
+        // stochastic scheduler's steps).
+        let mut rng = SplitMix64(0);
+        let shape = [images, c.in_channels, l, l];
+        let mut normal = || {
+            let n = shape.iter().product();
+            Tensor::<B, 4>::from_data(TensorData::new(rng.normal_f32(n), shape), &device)
+        };
+        let mut latents = normal().mul_scalar(scheduler.init_noise_sigma());
         for (i, &t) in timesteps.iter().enumerate() {
             let name = format!("UNet step {}/{}", i + 1, timesteps.len());
             latents = stages.run::<B, _>(&device, &name, || {
@@ -166,7 +173,8 @@ impl Job for WarmupArgs {
                 } else {
                     pred
                 };
-                Ok(scheduler.step(pred, i, latents.clone(), None)?)
+                let noise = scheduler.needs_noise().then(&mut normal);
+                Ok(scheduler.step(pred, i, latents.clone(), noise)?)
             })?;
         }
         stages.run::<B, _>(&device, "VAE decode", || {

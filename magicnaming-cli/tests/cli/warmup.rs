@@ -81,3 +81,36 @@ fn warmup_refuses_bad_shapes_and_types() {
         assert!(stderr.contains(want), "{extra:?}: {stderr}");
     }
 }
+
+/// A model whose own scheduler is stochastic (Euler ancestral): its steps get noise from
+/// the host generator, as in `generate`, and warmup runs through.
+#[test]
+fn warmup_runs_a_stochastic_scheduler() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    let src = fixtures().join("text/tiny-sdxl");
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_owned();
+        if name != "scheduler" {
+            std::os::unix::fs::symlink(&path, model.join(name)).unwrap();
+        }
+    }
+    let config = std::fs::read_to_string(src.join("scheduler/scheduler_config.json")).unwrap();
+    std::fs::create_dir(model.join("scheduler")).unwrap();
+    std::fs::write(
+        model.join("scheduler/scheduler_config.json"),
+        config.replace("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler"),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["--device", "cpu", "warmup", "--model"])
+        .arg(&model)
+        .args(["--resolution", "64", "--dtype", "f32", "--steps", "2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("UNet step 2/2"));
+}
