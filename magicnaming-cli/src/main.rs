@@ -20,6 +20,7 @@ mod story_run;
 mod tensors;
 mod text_cmds;
 mod train_cmds;
+mod train_lora_cmd;
 mod warmup_cmd;
 
 use std::path::PathBuf;
@@ -74,6 +75,9 @@ enum Command {
     Train(train_cmds::TrainArgs),
     /// Validation metrics of an encoder on a dataset, as JSON.
     Eval(train_cmds::EvalArgs),
+    /// Fine-tune the UNet with LoRA on a dataset's images, each captioned with its person's
+    /// name prepended (writes a kohya or diffusers LoRA file).
+    TrainLora(train_lora_cmd::TrainLoraArgs),
     /// One identity across a list of prompts: panels, story.json, a contact sheet and an
     /// HTML page, scored for identity (Face Sim) and prompt following (CLIP-T).
     Story(story_cmds::StoryArgs),
@@ -220,6 +224,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Dataset(DatasetCommand::Build(args)) => dispatch(&device, args),
         Command::Train(args) => dispatch(&device, args),
         Command::Eval(args) => dispatch(&device, args),
+        Command::TrainLora(args) => dispatch(&device, args),
         Command::Story(args) => dispatch(&device, args),
         Command::Interpolate(args) => dispatch(&device, args),
         Command::EvalId(args) => dispatch(&device, args),

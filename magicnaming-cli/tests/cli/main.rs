@@ -15,4 +15,5 @@ mod schema;
 mod story;
 mod text;
 mod train;
+mod train_lora;
 mod warmup;

@@ -10,6 +10,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
+use super::lora::LoraAdapter;
 use super::norm;
 use super::resnet::group_norm;
 
@@ -40,6 +41,70 @@ pub struct AttentionConfig {
     pub rescale_output_factor: f64,
 }
 
+/// Low-rank adapters on an [`Attention`]'s projections, each optional.
+#[derive(Module, Debug)]
+pub struct AttentionLora<B: Backend> {
+    /// Beside `to_q`.
+    pub to_q: Option<LoraAdapter<B>>,
+    /// Beside `to_k`.
+    pub to_k: Option<LoraAdapter<B>>,
+    /// Beside `to_v`.
+    pub to_v: Option<LoraAdapter<B>>,
+    /// Beside `to_out.0`.
+    pub to_out: Option<LoraAdapter<B>>,
+}
+
+impl<B: Backend> AttentionLora<B> {
+    /// No adapter yet.
+    pub fn empty() -> Self {
+        Self {
+            to_q: None,
+            to_k: None,
+            to_v: None,
+            to_out: None,
+        }
+    }
+
+    /// The slot of projection `name` (`to_q`, `to_k`, `to_v`, `to_out.0`), if it is one.
+    pub fn slot(&mut self, name: &str) -> Option<&mut Option<LoraAdapter<B>>> {
+        match name {
+            "to_q" => Some(&mut self.to_q),
+            "to_k" => Some(&mut self.to_k),
+            "to_v" => Some(&mut self.to_v),
+            "to_out.0" => Some(&mut self.to_out),
+            _ => None,
+        }
+    }
+
+    /// The adapters present, with their projection names, in the order q, k, v, out.
+    pub fn adapters(&self) -> Vec<(&'static str, &LoraAdapter<B>)> {
+        [
+            ("to_q", &self.to_q),
+            ("to_k", &self.to_k),
+            ("to_v", &self.to_v),
+            ("to_out.0", &self.to_out),
+        ]
+        .into_iter()
+        .filter_map(|(n, a)| a.as_ref().map(|a| (n, a)))
+        .collect()
+    }
+}
+
+/// The projections an [`AttentionLora`] can adapt, in diffusers' spelling.
+pub const LORA_PROJECTIONS: [&str; 4] = ["to_q", "to_k", "to_v", "to_out.0"];
+
+/// `linear(x)`, plus the adapter's update when there is one.
+fn project<B: Backend>(
+    linear: &Linear<B>,
+    adapter: Option<&LoraAdapter<B>>,
+    x: Tensor<B, 3>,
+) -> Tensor<B, 3> {
+    match adapter {
+        Some(a) => linear.forward(x.clone()) + a.forward(x),
+        None => linear.forward(x),
+    }
+}
+
 /// diffusers' `Attention` (no masks, no q/k norms, no added key/values).
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
@@ -53,6 +118,8 @@ pub struct Attention<B: Backend> {
     pub to_v: Linear<B>,
     /// Output projection and (inert) dropout: `to_out.0`, `to_out.1`.
     pub to_out: (Linear<B>, Dropout),
+    /// Trainable low-rank adapters beside the projections (absent outside LoRA training).
+    pub lora: Option<AttentionLora<B>>,
     heads: usize,
     residual_connection: bool,
     rescale_output_factor: f64,
@@ -75,6 +142,7 @@ impl AttentionConfig {
                 linear(inner, self.query_dim, true),
                 DropoutConfig::new(0.0).init(),
             ),
+            lora: None,
             heads: self.heads,
             residual_connection: self.residual_connection,
             rescale_output_factor: self.rescale_output_factor,
@@ -98,9 +166,14 @@ impl<B: Backend> Attention<B> {
             None => x,
         };
         let context = context.unwrap_or_else(|| x.clone());
-        let q = self.to_q.forward(x);
-        let k = self.to_k.forward(context.clone());
-        let v = self.to_v.forward(context);
+        let lora = self.lora.as_ref();
+        let q = project(&self.to_q, lora.and_then(|l| l.to_q.as_ref()), x);
+        let k = project(
+            &self.to_k,
+            lora.and_then(|l| l.to_k.as_ref()),
+            context.clone(),
+        );
+        let v = project(&self.to_v, lora.and_then(|l| l.to_v.as_ref()), context);
         let [batch, len, inner] = q.dims();
         let head_dim = inner / self.heads;
         let split = |t: Tensor<B, 3>| {
@@ -115,7 +188,7 @@ impl<B: Backend> Attention<B> {
         let out = attention(split(q), split(k), split(v), None, None, options)
             .swap_dims(1, 2)
             .reshape([batch, len, inner]);
-        let mut out = self.to_out.0.forward(out);
+        let mut out = project(&self.to_out.0, lora.and_then(|l| l.to_out.as_ref()), out);
         if let Some(r) = residual {
             out = out + r;
         }

@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod conv;
 pub mod kernels;
+pub mod lora;
 pub mod norm;
 pub mod precision;
 pub mod resnet;

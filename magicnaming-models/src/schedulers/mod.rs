@@ -1,6 +1,7 @@
 //! SDXL noise schedulers, ported from diffusers 0.42.1: `EulerDiscreteScheduler`
 //! ([`euler`]), `EulerAncestralDiscreteScheduler` ([`euler_ancestral`]), `DDIMScheduler`
-//! ([`ddim`]) and `DPMSolverMultistepScheduler` as "DPM++ 2M (Karras)" ([`dpmpp_2m`]).
+//! ([`ddim`]) and `DPMSolverMultistepScheduler` as "DPM++ 2M (Karras)" ([`dpmpp_2m`]);
+//! for training, `DDPMScheduler`'s `add_noise` and `get_velocity` ([`ddpm`]).
 //!
 //! # The loop
 //!
@@ -38,6 +39,7 @@ mod build;
 mod common;
 mod config;
 pub mod ddim;
+pub mod ddpm;
 pub mod dpmpp_2m;
 pub mod euler;
 pub mod euler_ancestral;
@@ -48,6 +50,7 @@ pub use config::{
     TimestepSpacing, TimestepType,
 };
 pub use ddim::{DdimConfig, DdimScheduler};
+pub use ddpm::NoiseSchedule;
 pub use dpmpp_2m::{DpmSolverMultistepConfig, DpmSolverMultistepScheduler, SolverType};
 pub use euler::{EulerDiscreteConfig, EulerDiscreteScheduler};
 pub use euler_ancestral::{EulerAncestralDiscreteConfig, EulerAncestralDiscreteScheduler};

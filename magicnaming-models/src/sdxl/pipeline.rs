@@ -75,18 +75,7 @@ impl<B: Backend> SdxlPipeline<B> {
         options: &LoadOptions,
     ) -> Result<Self> {
         let precision = options.precision;
-        let scheduler_config = match source.component_file("scheduler", "scheduler_config.json") {
-            Some(p) => SchedulerConfig::from_file(&p)?,
-            None => {
-                if let SdxlSource::Diffusers { root, .. } = source {
-                    return Err(ModelError::MissingFile {
-                        path: root.join("scheduler/scheduler_config.json"),
-                        what: "the scheduler configuration".into(),
-                    });
-                }
-                SchedulerConfig::sdxl_base()
-            }
-        };
+        let scheduler_config = scheduler_config(source)?;
         let mut text = SdxlTextEncoders::load_as(source, device, precision)?;
         let mut unet = UNet2DConditionModel::load_as(source, device, precision)?;
         if !options.loras.is_empty() {
@@ -350,4 +339,24 @@ fn host_normal<B: Backend>(
 ) -> Tensor<B, 4> {
     let n = shape.iter().product();
     Tensor::from_data(TensorData::new(rng.normal_f32(n), shape), device)
+}
+
+/// The model's `scheduler/scheduler_config.json`; SDXL base's for a single file without a
+/// configuration folder.
+///
+/// # Errors
+/// A diffusers folder without the file; a file that does not parse.
+pub fn scheduler_config(source: &SdxlSource) -> Result<SchedulerConfig> {
+    match source.component_file("scheduler", "scheduler_config.json") {
+        Some(p) => SchedulerConfig::from_file(&p),
+        None => {
+            if let SdxlSource::Diffusers { root, .. } = source {
+                return Err(ModelError::MissingFile {
+                    path: root.join("scheduler/scheduler_config.json"),
+                    what: "the scheduler configuration".into(),
+                });
+            }
+            Ok(SchedulerConfig::sdxl_base())
+        }
+    }
 }

@@ -1,9 +1,10 @@
 //! Dataset manifests: which photo shows whom, one entry per photo.
 //!
 //! - **JSON Lines** (`.jsonl`): one object per line, `{"image": "<path>", "name": "<Person
-//!   Name>"}` (other keys are ignored, blank lines skipped).
+//!   Name>"}`, optionally `"caption": "<text>"` (other keys are ignored, blank lines
+//!   skipped).
 //! - **CSV** (`.csv`, RFC 4180): a header naming the columns `image` and `name` (in any
-//!   order; other columns are ignored), then one record per photo; fields holding commas,
+//!   order; an optional `caption` column; other columns are ignored), then one record per photo; fields holding commas,
 //!   quotes or line breaks are quoted, quotes doubled (`"Dwayne ""The Rock"" Johnson"`).
 //!
 //! Image paths are relative to the manifest's folder, or absolute. Each unusable entry is a
@@ -30,6 +31,8 @@ pub struct ManifestEntry {
     pub path: PathBuf,
     /// The name as written.
     pub name: String,
+    /// The image's caption (`caption`, optional), used by LoRA training.
+    pub caption: Option<String>,
 }
 
 /// A manifest read from disk.
@@ -97,7 +100,7 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
     };
     let dir = path.parent().unwrap_or(Path::new(""));
     let mut entries = Vec::with_capacity(raw.len());
-    for (line, image, name) in raw {
+    for (line, image, name, caption) in raw {
         if image.trim().is_empty() {
             return Err(bad(path, line, "empty image path"));
         }
@@ -115,6 +118,7 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
             path: resolved,
             image,
             name,
+            caption,
         });
     }
     if entries.is_empty() {
@@ -127,7 +131,10 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
     })
 }
 
-fn parse_jsonl(path: &Path, text: &str) -> Result<Vec<(usize, String, String)>> {
+/// Line, image, name and caption of each entry.
+type RawEntry = (usize, String, String, Option<String>);
+
+fn parse_jsonl(path: &Path, text: &str) -> Result<Vec<RawEntry>> {
     let mut out = Vec::new();
     for (i, l) in text.lines().enumerate() {
         let line = i + 1;
@@ -150,12 +157,16 @@ fn parse_jsonl(path: &Path, text: &str) -> Result<Vec<(usize, String, String)>> 
                 None => Err(bad(path, line, format!("no `{key}` field"))),
             }
         };
-        out.push((line, field("image")?, field("name")?));
+        let caption = match obj.get("caption") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(_) => Some(field("caption")?),
+        };
+        out.push((line, field("image")?, field("name")?, caption));
     }
     Ok(out)
 }
 
-fn parse_csv(path: &Path, text: &str) -> Result<Vec<(usize, String, String)>> {
+fn parse_csv(path: &Path, text: &str) -> Result<Vec<RawEntry>> {
     let csv_err = |e: csv::Error| {
         let line = e.position().map_or(1, |p| p.line() as usize);
         bad(path, line, format!("bad CSV: {e}"))
@@ -181,6 +192,7 @@ fn parse_csv(path: &Path, text: &str) -> Result<Vec<(usize, String, String)>> {
             })
     };
     let (ci, cn) = (column("image")?, column("name")?);
+    let cc = column("caption").ok();
     let mut out = Vec::new();
     for record in reader.records() {
         let record = record.map_err(csv_err)?;
@@ -189,6 +201,9 @@ fn parse_csv(path: &Path, text: &str) -> Result<Vec<(usize, String, String)>> {
             line,
             record.get(ci).unwrap_or_default().to_string(),
             record.get(cn).unwrap_or_default().to_string(),
+            cc.and_then(|c| record.get(c))
+                .filter(|c| !c.trim().is_empty())
+                .map(str::to_string),
         ));
     }
     Ok(out)

@@ -1,12 +1,13 @@
 //! Training the name encoder's head against name text-codings (`docs/METHOD.md`, training):
 //! the dataset format and its building from a manifest of photos and names, the
 //! learning-rate schedule, the training loop with exact resume, and the validation
-//! metrics.
+//! metrics; and LoRA fine-tuning of the UNet on a dataset's images ([`lora`]).
 pub mod build;
 pub mod checkpoint;
 pub mod config;
 pub mod dataset;
 pub mod export;
+pub mod lora;
 pub mod manifest;
 pub mod metrics;
 pub mod rng;

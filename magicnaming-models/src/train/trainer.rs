@@ -79,7 +79,7 @@ fn plan(config: &TrainConfig, n_train: usize) -> Result<Plan> {
 
 /// Rows of step `step`: epoch `e` visits the training rows in a permutation seeded by
 /// `(seed, e)`, in consecutive batches (the last one may be short).
-fn batch_rows(train: &[usize], batch: usize, seed: u64, step: usize) -> Vec<usize> {
+pub(crate) fn batch_rows(train: &[usize], batch: usize, seed: u64, step: usize) -> Vec<usize> {
     let per_epoch = train.len().div_ceil(batch);
     let (epoch, index) = (step / per_epoch, step % per_epoch);
     let mut order = train.to_vec();

@@ -16,6 +16,8 @@ use super::blocks::{
 use super::config::{DownBlockType, UNet2DConditionModelConfig, UpBlockType};
 use super::embeddings::{TimestepEmbedding, TimestepEmbeddingConfig, Timesteps, TimestepsConfig};
 use super::remap;
+use super::transformer::Transformer2DModel;
+use crate::nn::attention::Attention;
 use crate::nn::conv::conv2d;
 use crate::nn::norm;
 use crate::nn::precision::cast;
@@ -392,5 +394,27 @@ impl<B: Backend> UNet2DConditionModel<B> {
     /// sample's type).
     pub fn dtype(&self) -> DType {
         self.conv_in.weight.val().dtype()
+    }
+
+    /// Calls `f` on every attention layer of the transformer blocks with its diffusers
+    /// module path (`down_blocks.1.attentions.0.transformer_blocks.0.attn1`), in the
+    /// order of the model's `state_dict`.
+    pub fn for_each_attention_mut(&mut self, mut f: impl FnMut(&str, &mut Attention<B>)) {
+        let mut visit = |prefix: String, attentions: &mut Vec<Transformer2DModel<B>>| {
+            for (j, t) in attentions.iter_mut().enumerate() {
+                for (k, block) in t.transformer_blocks.iter_mut().enumerate() {
+                    let base = format!("{prefix}.attentions.{j}.transformer_blocks.{k}");
+                    f(&format!("{base}.attn1"), &mut block.attn1);
+                    f(&format!("{base}.attn2"), &mut block.attn2);
+                }
+            }
+        };
+        for (i, b) in self.down_blocks.iter_mut().enumerate() {
+            visit(format!("down_blocks.{i}"), &mut b.attentions);
+        }
+        for (i, b) in self.up_blocks.iter_mut().enumerate() {
+            visit(format!("up_blocks.{i}"), &mut b.attentions);
+        }
+        visit("mid_block".into(), &mut self.mid_block.attentions);
     }
 }

@@ -89,6 +89,7 @@ mod face;
 mod face_crop;
 mod fuzz;
 mod lora;
+mod lora_train;
 mod norm;
 mod pipeline;
 mod precision;
