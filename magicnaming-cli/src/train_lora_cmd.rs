@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::{Args, ValueEnum};
@@ -29,6 +30,16 @@ pub enum PredictionArg {
     Epsilon,
     /// The velocity (v-prediction).
     V,
+}
+
+/// What burn's autodiff keeps for the backward pass.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum CheckpointingArg {
+    /// Every activation the backward pass needs.
+    None,
+    /// burn's `BalancedCheckpointing`: memory-bound operations (element-wise, norms) are
+    /// recomputed in the backward pass instead of kept.
+    Balanced,
 }
 
 /// Output file layout.
@@ -114,6 +125,9 @@ pub struct TrainLoraArgs {
     /// Output layout.
     #[arg(long, value_enum, default_value = "kohya")]
     format: FormatArg,
+    /// Activation checkpointing: trade compute for activation memory.
+    #[arg(long, value_enum, default_value = "none")]
+    checkpointing: CheckpointingArg,
     /// Continue from <out>/checkpoint exactly (adapters, optimizer, step, data order).
     #[arg(long)]
     resume: bool,
@@ -169,8 +183,18 @@ impl Job for TrainLoraArgs {
             dataset: self.dataset.clone(),
             encoder: self.encoder.clone(),
         };
-        let summary =
-            train_lora::<Autodiff<B>>(&sources, &self.out, &config, self.resume, &device)?;
+        let summary = match self.checkpointing {
+            CheckpointingArg::None => {
+                train_lora::<Autodiff<B>>(&sources, &self.out, &config, self.resume, &device)?
+            }
+            CheckpointingArg::Balanced => train_lora::<Autodiff<B, BalancedCheckpointing>>(
+                &sources,
+                &self.out,
+                &config,
+                self.resume,
+                &device,
+            )?,
+        };
         if let Some(last) = summary.metrics.last() {
             println!("{}", serde_json::to_string(last)?);
         }

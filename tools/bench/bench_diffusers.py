@@ -10,6 +10,11 @@ Same components, names, warm-up, timed runs and JSON layout as `magicnaming benc
          under a float16 pipeline when the VAE says force_upcast, as SDXL's does;
          --vae-fp16 times it in float16)
 - image: a whole StableDiffusionXLPipeline call (output_type="pt")
+- lora-step: one step of diffusers' train_text_to_image_lora_sdxl.py (not in the default set):
+         the UNet frozen with PEFT adapters (rank 4, alpha 4, gaussian init) on to_q, to_k, to_v,
+         to_out.0, batch 1, latents resolution / 8 sampled from a given mean / std and
+         scaled, DDPMScheduler.add_noise at timestep 500, MSE, backward,
+         clip_grad_norm_(1.0), AdamW(1e-4, weight_decay 1e-2), zero_grad
 - tower:NAME: an image tower at --tower-batch (transformers CLIPVisionModelWithProjection
          for transformers configurations, open_clip's VisionTransformer for open_clip ones)
 
@@ -41,6 +46,7 @@ PRESET_TOWERS = {
 # The full CLIP vocabulary, as SDXL's two tokenizers use it (pad "<|endoftext|>" / "!").
 DEFAULT_TOKENIZERS = os.path.join(REPO, "tests", "fixtures", "text", "tiny-sdxl")
 COMPONENTS = ["text", "unet", "vae", "image", "towers"]
+EXTRA = ["lora-step"]  # not in the default set
 
 
 def parse_args(argv=None):
@@ -73,9 +79,9 @@ def parse_args(argv=None):
     p.add_argument("--json")
     a = p.parse_args(argv)
     a.components = [c for c in a.components.split(",") if c]
-    bad = [c for c in a.components if c not in COMPONENTS]
+    bad = [c for c in a.components if c not in COMPONENTS + EXTRA]
     if bad:
-        p.error(f"unknown components {bad}: expected some of {COMPONENTS}")
+        p.error(f"unknown components {bad}: expected some of {COMPONENTS + EXTRA}")
     if a.resolution <= 0 or a.resolution % 8:
         p.error("--resolution must be a positive multiple of 8")
     if min(a.steps, a.iters, a.tower_batch) < 1 or a.warmup < 0:
@@ -297,6 +303,53 @@ class Bench:
         if self.cuda:
             torch.cuda.empty_cache()
 
+    # --- a LoRA training step ---------------------------------------------------------
+    def run_lora_step(self):
+        from diffusers import DDPMScheduler
+        from peft import LoraConfig
+        a, dev = self.a, self.device
+        parts = self.sdxl_parts()
+        unet, build_s = self.on_device(parts[2])
+        sched_cfg = dict(parts[5].config)
+        noise_scheduler = DDPMScheduler.from_config(sched_cfg)
+        unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
+                                    target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
+        params = [p for p in unet.parameters() if p.requires_grad]
+        for p in params:  # trainable parameters in float32, as the script casts them
+            p.data = p.data.float()
+        optimizer = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+        unet.train()
+        g = torch.Generator(dev).manual_seed(a.seed)
+        randn = lambda *shape: torch.randn(*shape, generator=g, device=dev, dtype=torch.float32)
+        l = a.resolution // parts[7]
+        c = unet.config
+        pooled_dim = c.projection_class_embeddings_input_dim - 6 * c.addition_time_embed_dim
+        mean, std = randn(1, c.in_channels, l, l), 0.05 + 0.1 * torch.rand(1, c.in_channels, l, l, generator=g, device=dev)
+        eps, noise = randn(1, c.in_channels, l, l), randn(1, c.in_channels, l, l)
+        t = torch.tensor([500], device=dev)
+        ctx = randn(1, 77, c.cross_attention_dim).to(self.dtype)
+        added = {"text_embeds": randn(1, pooled_dim).to(self.dtype),
+                 "time_ids": torch.tensor([[a.resolution, a.resolution, 0, 0, a.resolution, a.resolution]],
+                                          device=dev, dtype=self.dtype)}
+        sf = 0.13025
+
+        def step():
+            latents = (mean + std * eps) * sf
+            noisy = noise_scheduler.add_noise(latents, noise, t)
+            pred = unet(noisy.to(self.dtype), t, ctx, added_cond_kwargs=added, return_dict=False)[0]
+            loss = torch.nn.functional.mse_loss(pred.float(), noise.float(), reduction="mean")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            optimizer.zero_grad()
+            return loss.detach()
+
+        with torch.inference_mode(False), torch.enable_grad():
+            self.record("lora-step", f"one LoRA training step (rank 4, {len(params) // 2} adapters), batch 1, "
+                        f"latents {l}x{l}: forward, backward, clip, AdamW", build_s, step)
+        del unet, optimizer, params
+        gc.collect()
+
     # --- image towers ---------------------------------------------------------------
     def tower(self, spec):
         path = PRESET_TOWERS.get(spec, spec)
@@ -398,6 +451,8 @@ def main(argv=None):
             b.run_sdxl()
         if "towers" in a.components:
             b.run_towers()
+    if "lora-step" in a.components:
+        b.run_lora_step()
     report = make_report(a, b, started, load_start)
     print(f"diffusers bench on {report['device']} ({report['device_name']}), {a.dtype}")
     print(f"{'component':<22} {'median ms':>12} {'min ms':>12} {'max ms':>12} {'first ms':>12} {'build s':>9}  what")

@@ -4,7 +4,7 @@
 # same shapes, random weights, one after the other in one run, then the tables of
 # docs/BENCHMARKS.md (tools/bench/compare.py, each backend against PyTorch).
 #
-#   bash tools/bench/run_cpu.sh [sdxl|towers|faces|load|all] [OUTDIR]
+#   bash tools/bench/run_cpu.sh [sdxl|towers|faces|load|lora|all] [OUTDIR]
 #
 # BACKENDS (default "flex ndarray") picks the backends.
 #
@@ -21,6 +21,11 @@
 # 6.9 GB, when missing) as f32, then one 64 x 64 step: the "build" column of each side;
 # about 18 GiB of RAM; the files are read once before each side so that both find them in
 # the page cache.
+# `lora` (not in `all`) times one LoRA training step of the SDXL-size UNet (random weights,
+# f32) at 128 x 128, batch 1, rank 4 on every attention projection, against the diffusers
+# script's step with PEFT (bench_diffusers.py lora-step), and ours again with burn's balanced
+# activation checkpointing; each in its own process, so that each peak is the step's;
+# about 12 GiB of RAM.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 part=${1:-all}
@@ -52,6 +57,14 @@ if [[ $part == faces ]]; then
   "$PY" tools/bench/bench_faces.py --make-image tests/fixtures/face/astronaut.png --side 1024 --image "$out/face-1024.png"
   ours faces --components faces "${FACES[@]}"
   "$PY" tools/bench/bench_faces.py --threads "$(nproc)" "${FACES[@]/--face-image/--image}" --json "$out/pytorch-faces.json"
+fi
+if [[ $part == lora ]]; then
+  LORA=(--components lora-step --resolution 128 --warmup 1 --iters 3)
+  ours lora "${LORA[@]}"
+  for b in $BACKENDS; do
+    "$BIN" --device "$b" bench "${LORA[@]}" --balanced-checkpointing --json "$out/$b-lora-ckpt.json"
+  done
+  "$PY" tools/bench/bench_diffusers.py --device cpu "${LORA[@]}" --json "$out/diffusers-lora.json"
 fi
 if [[ $part == load ]]; then
   model=${SDXL_RANDOM:-$out/sdxl-rand}

@@ -31,6 +31,9 @@ pub enum Component {
     /// Fusing a rank-32 LoRA on every UNet Linear (open, check, match, fuse). Not in the
     /// default set.
     Lora,
+    /// One LoRA training step at batch 1 (rank 4 on every attention projection): forward,
+    /// backward, clipping, AdamW. Not in the default set.
+    LoraStep,
 }
 
 /// Float type of the models and activations.
@@ -93,6 +96,10 @@ pub struct BenchArgs {
     /// Aligned 112 x 112 crops per IResNet-50 call (faces component).
     #[arg(long, default_value_t = 32)]
     pub(super) face_batch: usize,
+    /// burn's activation checkpointing in the lora-step component (balanced: memory-bound
+    /// operations recomputed in the backward pass).
+    #[arg(long)]
+    pub(super) balanced_checkpointing: bool,
     /// Untimed runs first (the whole image: one when > 0, its steps repeat the UNet's).
     #[arg(long, default_value_t = 2)]
     pub(super) warmup: usize,

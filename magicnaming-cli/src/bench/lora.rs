@@ -21,7 +21,7 @@ const RANK: usize = 32;
 const ALPHA: f32 = 16.0;
 
 /// `VmHWM` / `VmRSS` of this process in bytes (Linux).
-fn status_bytes(field: &str) -> Option<u64> {
+pub(super) fn status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -24,11 +24,13 @@
 //!
 //! The files: `args` (the flags and their checks), `models` (real or random models, image
 //! towers), `timing` (warm-ups, timed runs, statistics), `sdxl`, `towers` and `layers` (the
-//! components), `faces` (MTCNN and IResNet-50), `report` (the JSON report and the table).
+//! components), `faces` (MTCNN and IResNet-50), `lora` (fusing a LoRA), `lora_step` (a LoRA
+//! training step), `report` (the JSON report and the table).
 mod args;
 mod faces;
 mod layers;
 mod lora;
+mod lora_step;
 mod models;
 mod report;
 mod sdxl;
@@ -85,6 +87,9 @@ impl Job for BenchArgs {
         }
         if self.has(Component::Lora) {
             self.bench_lora::<B>(&models, &device, &mut rec)?;
+        }
+        if self.has(Component::LoraStep) {
+            self.bench_lora_step::<B>(&models, &device, &mut rec)?;
         }
         if self.has(Component::Convs) {
             self.bench_convs::<B>(&device, &mut rec)?;

@@ -71,6 +71,13 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn one_step_matches(case: &str, prediction: PredictionType) {
+    one_step_matches_on::<A>(case, prediction);
+}
+
+fn one_step_matches_on<A: burn::tensor::backend::AutodiffBackend<InnerBackend = B>>(
+    case: &str,
+    prediction: PredictionType,
+) {
     let json = reference_json();
     let c = &json["cases"][case];
     let path = fixtures().join(c["file"].as_str().unwrap());
@@ -85,13 +92,13 @@ fn one_step_matches(case: &str, prediction: PredictionType) {
         c["rank"].as_u64().unwrap() as usize,
         c["alpha"].as_f64().unwrap(),
     );
-    let device = Default::default();
+    let device: <A as burn::tensor::backend::BackendTypes>::Device = Default::default();
     let source = SdxlSource::from_path(tiny_sdxl(), None).unwrap();
 
     // The VAE's latent distribution (no gradient) and the frozen UNet with PEFT's adapters.
-    let vae = AutoencoderKL::<B>::load(&source, &device).unwrap();
+    let vae = AutoencoderKL::<B>::load(&source, &Default::default()).unwrap();
     let dist = vae.encode(r.tensor::<4>("pixels")).unwrap();
-    let to_a = |t: Tensor<B, 4>| Tensor::<A, 4>::from_data(t.into_data(), &device);
+    let to_a = |t: Tensor<B, 4>| Tensor::<A, 4>::from_inner(t);
     let sampled = dist
         .sample(r.tensor::<4>("latent_eps"))
         .mul_scalar(vae.scaling_factor());
@@ -178,7 +185,7 @@ fn one_step_matches(case: &str, prediction: PredictionType) {
             let (v, shape) = r.get(&format!("grad.{path}.{key}"));
             let t = Tensor::<B, 2>::from_data(
                 burn::tensor::TensorData::new(v.clone(), [shape[0], shape[1]]),
-                &device,
+                &Default::default(),
             );
             reference_grads.register(id, t.transpose());
         }
@@ -229,6 +236,14 @@ fn one_epsilon_step_matches_diffusers_and_peft() {
 #[test]
 fn one_v_prediction_step_matches_diffusers_and_peft() {
     one_step_matches("v_prediction", PredictionType::VPrediction);
+}
+
+/// burn's activation checkpointing recomputes memory-bound operations in the backward
+/// pass: the same step within the same bounds.
+#[test]
+fn one_step_with_balanced_checkpointing_matches_too() {
+    use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+    one_step_matches_on::<Autodiff<B, BalancedCheckpointing>>("epsilon", PredictionType::Epsilon);
 }
 
 /// The adapters a kohya file holds, read by key (independently of the LoRA loader's

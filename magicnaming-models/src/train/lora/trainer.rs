@@ -634,6 +634,7 @@ fn train_loop<B: AutodiffBackend>(cx: TrainContext, device: &B::Device) -> Resul
     let (mut loss_sum, mut loss_count) = (0f64, 0usize);
     let mut file = cx.out.join(config.format.file_name());
     for step in cx.start..cx.total {
+        let started = std::time::Instant::now();
         let rows = batch_rows(&all_rows, cx.batch, config.seed, step);
         let inputs = step_inputs::<B>(&cx, &rows, step, device)?;
         let lr = cx.schedule.at(step);
@@ -655,6 +656,12 @@ fn train_loop<B: AutodiffBackend>(cx: TrainContext, device: &B::Device) -> Resul
             e => e,
         })?;
         unet = next;
+        log::debug!(
+            "step {} took {:.3} s (loss {:.6})",
+            step + 1,
+            started.elapsed().as_secs_f64(),
+            report.loss
+        );
         loss_sum += report.loss;
         loss_count += 1;
         let done = step + 1;
