@@ -49,6 +49,7 @@ read -r -a EXTRA <<< "${BENCH_ARGS:-}"
 T_DIFF_SDXL=${T_DIFF_SDXL:-100} T_DIFF_TOWERS=${T_DIFF_TOWERS:-40}
 T_OURS_UNET=${T_OURS_UNET:-80} T_OURS_VAE=${T_OURS_VAE:-40}
 T_OURS_IMAGE=${T_OURS_IMAGE:-80} T_OURS_TOWERS=${T_OURS_TOWERS:-40}
+T_OURS_LORA=${T_OURS_LORA:-240}; T_DIFF_LORA=${T_DIFF_LORA:-180}
 T_PRECISION=${T_PRECISION:-100} T_PRECISION_RUN=${T_PRECISION_RUN:-30} T_OURS_NORMS=${T_OURS_NORMS:-30}
 # Off by default (the limits above already add up to 510 s): the UNet step again with `--no-kernels`,
 # burn's ops in place of ours, to measure what our kernels change.
@@ -121,6 +122,8 @@ fi
 DIFF=("$PY" "$REPO/tools/bench/bench_diffusers.py" --device "$DIFF_DEVICE" --dtype "$DIFF_DTYPE" "${COMMON[@]}")
 run diffusers-sdxl "$T_DIFF_SDXL" "${DIFF[@]}" --components text,unet,vae,image --json "$RES_DIR/diffusers-sdxl.json"
 run diffusers-towers "$T_DIFF_TOWERS" "${DIFF[@]}" --components towers --json "$RES_DIR/diffusers-towers.json"
+# One LoRA training step at the resolution, batch 1 (diffusers' script with PEFT).
+run diffusers-lora "$T_DIFF_LORA" "${DIFF[@]}" --components lora-step --json "$RES_DIR/diffusers-lora.json"
 
 OURS=("$BIN" --device "$OURS_DEVICE" bench --dtype "$OURS_DTYPE" "${COMMON[@]}")
 export RUST_LOG=${RUST_LOG:-info}
@@ -136,6 +139,7 @@ run ours-unet-nokernels "$T_OURS_UNET_NOK" "${OURS[@]}" --components unet --no-k
 run ours-vae "$T_OURS_VAE" "${OURS[@]}" --components vae --json "$RES_DIR/ours-vae.json"
 run ours-image "$T_OURS_IMAGE" "${OURS[@]}" --components image --json "$RES_DIR/ours-image.json"
 run ours-towers "$T_OURS_TOWERS" "${OURS[@]}" --components towers --json "$RES_DIR/ours-towers.json"
+run ours-lora "$T_OURS_LORA" "${OURS[@]}" --components lora-step --json "$RES_DIR/ours-lora.json"
 
 if [[ $DRY_RUN == 1 ]]; then say "dry run done"; exit 0; fi
 say "table"
@@ -149,6 +153,7 @@ ours_sdxl=$(for f in unet vae image; do [[ -s $RES_DIR/ours-$f.json ]] && printf
 args=()
 [[ -n $ours_sdxl && -s $RES_DIR/diffusers-sdxl.json ]] && args+=("${ours_sdxl%+}" "$RES_DIR/diffusers-sdxl.json")
 [[ -s $RES_DIR/ours-towers.json && -s $RES_DIR/diffusers-towers.json ]] && args+=("$RES_DIR/ours-towers.json" "$RES_DIR/diffusers-towers.json")
+[[ -s $RES_DIR/ours-lora.json && -s $RES_DIR/diffusers-lora.json ]] && args+=("$RES_DIR/ours-lora.json" "$RES_DIR/diffusers-lora.json")
 if [[ ${#args[@]} -gt 0 ]]; then
   python3 tools/bench/compare.py "${args[@]}" --peaks "$RES_DIR/peaks.json" \
     --command '`bash tools/bench/run_gpu.sh`' > "$OUTDIR/table.md"
