@@ -129,3 +129,52 @@ impl Job for BuildArgs {
         Ok(())
     }
 }
+
+/// Arguments of `dataset extract-names`.
+#[derive(Args, Debug)]
+pub struct ExtractNamesArgs {
+    /// Captioned images: a .jsonl / .csv file of `image` and `caption`, or a folder of
+    /// webdataset shards (`NNNNN.tar` with `key.jpg` / `.png` / `.webp` and `key.txt`).
+    #[arg(long)]
+    input: PathBuf,
+    /// The people to find: one per line, `Name` or `Name<TAB>alias<TAB>alias...`.
+    #[arg(long)]
+    names: PathBuf,
+    /// Output folder: manifest.jsonl (for `dataset build`), images/ (from shards),
+    /// extract.json (counts and drops).
+    #[arg(long)]
+    out: PathBuf,
+    /// Keep captions that name several people (one manifest entry each); by default they
+    /// are dropped and counted.
+    #[arg(long)]
+    allow_multi: bool,
+}
+
+impl ExtractNamesArgs {
+    /// Runs on the host only (no model).
+    pub fn run(self) -> Result<()> {
+        check_output_dir(&self.out)?;
+        let r = magicnaming_models::train::curate::extract_names(
+            &self.input,
+            &self.names,
+            &self.out,
+            self.allow_multi,
+        )?;
+        println!(
+            "{} records: {} kept ({} manifest entries, {} through aliases); dropped: {} naming nobody, {} naming several{}; {} skipped",
+            r.records,
+            r.kept,
+            r.entries,
+            r.alias_matches,
+            r.no_name,
+            r.several_names,
+            if self.allow_multi { " (kept: --allow-multi)" } else { "" },
+            r.skipped.len()
+        );
+        if !r.never_found.is_empty() {
+            log::warn!("never named: {}", r.never_found.join(", "));
+        }
+        log::info!("wrote {}", self.out.join("manifest.jsonl").display());
+        Ok(())
+    }
+}

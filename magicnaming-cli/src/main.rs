@@ -105,6 +105,9 @@ enum DatasetCommand {
     /// Text-code the names and embed the photos of a manifest into a dataset folder
     /// (resumable: run again with the same --out to continue).
     Build(dataset_cmds::BuildArgs),
+    /// Find listed people's names in captions (LaionCele steps 1 and 2: whole words, case
+    /// and accents ignored, aliases merged): a manifest for `dataset build`.
+    ExtractNames(dataset_cmds::ExtractNamesArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -222,6 +225,7 @@ fn run(cli: Cli) -> Result<()> {
             dispatch(&device, name_cmds::InfoArgs { file })
         }
         Command::Dataset(DatasetCommand::Build(args)) => dispatch(&device, args),
+        Command::Dataset(DatasetCommand::ExtractNames(args)) => args.run(),
         Command::Train(args) => dispatch(&device, args),
         Command::Eval(args) => dispatch(&device, args),
         Command::TrainLora(args) => dispatch(&device, args),

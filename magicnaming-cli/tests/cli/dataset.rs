@@ -205,3 +205,74 @@ fn build_errors_are_named() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("people.jsonl:2:"), "{e}");
 }
+
+/// `dataset extract-names` (steps 1 and 2) on a CSV of captioned images, then `dataset
+/// build` on the manifest it writes: the people the captions name, with their captions.
+#[test]
+fn extracted_names_build_a_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = fixtures().join("vision/images");
+    let mut csv = String::from("image,caption\n");
+    for (image, caption) in [
+        ("rgb.jpg", "Ada Lovelace at her desk"),
+        ("gray.png", "portrait of ADA LOVELACE, 1840"),
+        ("rgb.webp", "the Countess of Lovelace, engraving"),
+        ("rgb.bmp", "Grace Hopper and Ada Lovelace"),
+        ("alpha.png", "\"Amazing Grace\" Hopper lecturing"),
+        ("big.png", "a harbour at dusk"),
+    ] {
+        csv += &format!(
+            "{},\"{}\"\n",
+            images.join(image).display(),
+            caption.replace('"', "\"\"")
+        );
+    }
+    let input = dir.path().join("captions.csv");
+    std::fs::write(&input, csv).unwrap();
+    let names = dir.path().join("names.txt");
+    std::fs::write(
+        &names,
+        "Ada Lovelace\tCountess of Lovelace\nGrace Hopper\tAmazing Grace\nAlan Turing\n",
+    )
+    .unwrap();
+    let out = dir.path().join("curated");
+    let run = bin()
+        .args(["dataset", "extract-names", "--input"])
+        .arg(&input)
+        .arg("--names")
+        .arg(&names)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.starts_with("6 records: 4 kept"), "{stdout}");
+    assert!(String::from_utf8_lossy(&run.stderr).contains("never named: Alan Turing"));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("extract.json")).unwrap()).unwrap();
+    let r = &report["report"];
+    assert_eq!(r["no_name"], 1);
+    assert_eq!(r["several_names"], 1);
+    assert_eq!(r["alias_matches"], 2);
+    assert_eq!(r["per_name"]["Ada Lovelace"], 3);
+    assert_eq!(r["per_name"]["Grace Hopper"], 1);
+
+    let data = dir.path().join("data");
+    ok(&build_cmd(&out.join("manifest.jsonl"), &data)
+        .output()
+        .unwrap());
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("dataset.json")).unwrap()).unwrap();
+    let people: Vec<&str> = index["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(people, ["Ada Lovelace", "Grace Hopper"]);
+}

@@ -5,6 +5,7 @@
 pub mod build;
 pub mod checkpoint;
 pub mod config;
+pub mod curate;
 pub mod dataset;
 pub mod export;
 pub mod lora;
