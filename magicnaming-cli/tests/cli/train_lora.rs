@@ -160,3 +160,61 @@ fn bad_lora_training_input_is_named() {
     assert!(e.contains("upscaled"), "{e}");
     assert!(out.join("lora.safetensors").is_file());
 }
+
+/// `--names predicted`: the encoder's names from each image's embeddings (a dataset built
+/// with the tiny towers, whole photos; the bundled tiny encoder, made for face crops, is
+/// warned about).
+#[test]
+fn predicted_names_train_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = fixtures().join("vision/images");
+    let mut text = String::new();
+    for (image, name) in [
+        ("rgb.jpg", "Ada Lovelace"),
+        ("gray.png", "Ada Lovelace"),
+        ("rgb.webp", "Grace Hopper"),
+        ("rgb.bmp", "Grace Hopper"),
+    ] {
+        text += &format!(
+            "{}\n",
+            serde_json::json!({"image": images.join(image), "name": name, "caption": "a portrait"})
+        );
+    }
+    let manifest = dir.path().join("people.jsonl");
+    std::fs::write(&manifest, text).unwrap();
+    let data = dir.path().join("data");
+    let mut build = bin();
+    build
+        .args(["dataset", "build", "--manifest"])
+        .arg(&manifest)
+        .arg("--model")
+        .arg(model())
+        .arg("--tower-l")
+        .arg(fixtures().join("vision/tower-l"))
+        .arg("--tower-g")
+        .arg(fixtures().join("vision/tower-g"))
+        .arg("--out")
+        .arg(&data)
+        .args(["--face", "none"]);
+    run_ok(build);
+    let encoder = fixtures().join("../../assets/tiny-encoder");
+    let out = dir.path().join("lora");
+    let enc = encoder.to_str().unwrap();
+    let e = run_ok(train_lora(
+        &data,
+        &out,
+        &["--steps", "3", "--names", "predicted", "--encoder", enc],
+    ));
+    assert!(e.contains("the encoder was trained on"), "{e}");
+    assert!(out.join("lora.safetensors").is_file());
+    // A head whose input does not fit the dataset's embeddings is named.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    synthetic_image_dataset(&other, 2, 2, [2, 40], [40, 40], 1).unwrap();
+    let e = run_err(train_lora(
+        &other,
+        &dir.path().join("o2"),
+        &["--names", "predicted", "--encoder", enc],
+    ));
+    assert!(e.contains("the encoder's head takes 32 values"), "{e}");
+}
