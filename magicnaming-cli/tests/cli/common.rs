@@ -73,3 +73,30 @@ pub fn raw_tensors(path: &Path) -> RawFile {
         .collect();
     (tensors, meta)
 }
+
+/// Starts `cmd` (output discarded), waits until `ready()` holds (polling every
+/// millisecond, at most two minutes, the process still running), then kills it with
+/// SIGKILL and checks that it did not finish.
+pub fn kill_when(mut cmd: Command, mut ready: impl FnMut() -> bool) {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !ready() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "not ready in time"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    assert!(!child.wait().unwrap().success(), "killed mid-way");
+}

@@ -3,12 +3,11 @@
 //! a photo (its folder points at the towers the dataset was embedded with).
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use magicnaming_models::name_encoder::NameEncoder;
 
-use crate::common::{bin, fixtures, raw_tensors};
+use crate::common::{bin, fixtures, kill_when, raw_tensors};
 
 fn build_cmd(manifest: &Path, out: &Path) -> Command {
     let mut c = bin();
@@ -117,25 +116,7 @@ fn sigkill_then_rerun_equals_an_uninterrupted_build_which_trains() {
 
     // Kill -9 once the first shard is on disk, well before the end.
     let cut = dir.path().join("cut");
-    let mut child = build_cmd(&m, &cut)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while shards_done(&cut) == 0 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the build ended before it could be killed"
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no shard in time"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    child.kill().unwrap(); // SIGKILL on Unix
-    assert!(!child.wait().unwrap().success(), "killed mid-way");
+    kill_when(build_cmd(&m, &cut), || shards_done(&cut) > 0);
     assert!(
         !cut.join("dataset.json").exists(),
         "killed before the end (dataset.json is written last)"

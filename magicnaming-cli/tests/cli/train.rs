@@ -1,11 +1,10 @@
 //! `train` / `eval` as a user drives them, including a SIGKILL mid-run and `--resume`.
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use magicnaming_models::train::synthetic::synthetic_dataset;
 
-use crate::common::{bin, raw_tensors};
+use crate::common::{bin, kill_when, raw_tensors};
 
 fn train_cmd(data: &Path, out: &Path, resume: bool) -> Command {
     let mut c = bin();
@@ -58,29 +57,9 @@ fn sigkill_then_resume_equals_an_uninterrupted_run() {
 
     // Kill -9 once a checkpoint past step 500 exists, well before the end.
     let cut = dir.path().join("cut");
-    let mut child = train_cmd(&data, &cut, false)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    loop {
-        if checkpoint_step(&cut).is_some_and(|s| s >= 500) {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "run ended before it could be killed"
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no checkpoint in time"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap(); // SIGKILL on Unix
-    let status = child.wait().unwrap();
-    assert!(!status.success(), "the run was killed mid-way");
+    kill_when(train_cmd(&data, &cut, false), || {
+        checkpoint_step(&cut).is_some_and(|s| s >= 500)
+    });
     let at_kill = checkpoint_step(&cut).unwrap();
     assert!(
         at_kill < 3000,

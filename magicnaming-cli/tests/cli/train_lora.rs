@@ -1,12 +1,11 @@
 //! `train-lora` as a user drives it: a SIGKILL mid-run and `--resume`, and bad input named
 //! before any training.
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use magicnaming_models::train::synthetic::synthetic_image_dataset;
 
-use crate::common::{bin, fixtures, raw_tensors};
+use crate::common::{bin, fixtures, kill_when, raw_tensors};
 
 fn model() -> PathBuf {
     fixtures().join("text/tiny-sdxl")
@@ -71,28 +70,9 @@ fn sigkill_then_resume_equals_an_uninterrupted_run() {
 
     // Kill -9 once a checkpoint at step 20 or later exists, before the end.
     let cut = dir.path().join("cut");
-    let mut child = train_lora(&data, &cut, &[])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while checkpoint_step(&cut).is_none_or(|s| s < 20) {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "run ended before it could be killed"
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no checkpoint in time"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap(); // SIGKILL on Unix
-    assert!(
-        !child.wait().unwrap().success(),
-        "the run was killed mid-way"
-    );
+    kill_when(train_lora(&data, &cut, &[]), || {
+        checkpoint_step(&cut).is_some_and(|s| s >= 20)
+    });
     let at_kill = checkpoint_step(&cut).unwrap();
     assert!(
         at_kill < 80,

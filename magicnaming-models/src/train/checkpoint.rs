@@ -37,7 +37,7 @@ pub(super) struct CheckpointState {
     pub(super) config: TrainConfig,
 }
 
-pub(super) fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
+pub(crate) fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
     NamedMpkFileRecorder::new()
 }
 
@@ -48,9 +48,7 @@ pub(super) fn checkpoint<B: AutodiffBackend, O: Optimizer<NameHead<B>, B>>(
     state: &CheckpointState,
     dataset: &Dataset,
 ) -> Result<()> {
-    let tmp = out.join("checkpoint.tmp");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
+    let tmp = start_checkpoint(out)?;
     head.clone()
         .save_file(tmp.join("head"), &recorder())
         .map_err(|e| ModelError::weights(tmp.join("head.mpk"), e.to_string()))?;
@@ -58,18 +56,12 @@ pub(super) fn checkpoint<B: AutodiffBackend, O: Optimizer<NameHead<B>, B>>(
         .map_err(|e| ModelError::weights(tmp.join("optim.mpk"), e.to_string()))?;
     let json = serde_json::to_vec_pretty(state).expect("state serialises");
     magicnaming_core::write_atomic(&tmp.join("state.json"), &json)?;
-    let ckpt = out.join("checkpoint");
-    let old = out.join("checkpoint.old");
-    let _ = std::fs::remove_dir_all(&old);
-    if ckpt.exists() {
-        std::fs::rename(&ckpt, &old).map_err(|e| ModelError::io(&ckpt, e))?;
-    }
-    std::fs::rename(&tmp, &ckpt).map_err(|e| ModelError::io(&tmp, e))?;
-    let _ = std::fs::remove_dir_all(&old);
+    commit_checkpoint(out)?;
     super::export::write_encoder(out, &head.valid(), dataset, &state.config)
 }
 
-pub(super) fn read_metrics(path: &Path) -> Result<Vec<MetricsLine>> {
+/// The lines of a JSON Lines log (none when the file does not exist).
+pub(crate) fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
     match std::fs::read_to_string(path) {
         Ok(text) => text
             .lines()
@@ -84,7 +76,8 @@ pub(super) fn read_metrics(path: &Path) -> Result<Vec<MetricsLine>> {
     }
 }
 
-pub(super) fn rewrite_metrics(path: &Path, lines: &[MetricsLine]) -> Result<()> {
+/// Replaces a JSON Lines log with `lines`, atomically.
+pub(crate) fn rewrite_jsonl<T: Serialize>(path: &Path, lines: &[T]) -> Result<()> {
     let mut text = String::new();
     for l in lines {
         text.push_str(&serde_json::to_string(l).expect("serialises"));
@@ -93,7 +86,8 @@ pub(super) fn rewrite_metrics(path: &Path, lines: &[MetricsLine]) -> Result<()> 
     Ok(magicnaming_core::write_atomic(path, text.as_bytes())?)
 }
 
-pub(super) fn append_metrics(path: &PathBuf, line: &MetricsLine) -> Result<()> {
+/// Appends one line to a JSON Lines log and syncs it.
+pub(crate) fn append_jsonl<T: Serialize>(path: &Path, line: &T) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
@@ -102,4 +96,30 @@ pub(super) fn append_metrics(path: &PathBuf, line: &MetricsLine) -> Result<()> {
     writeln!(f, "{}", serde_json::to_string(line).expect("serialises"))
         .map_err(|e| ModelError::io(path, e))?;
     f.sync_data().map_err(|e| ModelError::io(path, e))
+}
+
+/// A fresh `out/checkpoint.tmp` to write a checkpoint into.
+pub(crate) fn start_checkpoint(out: &Path) -> Result<PathBuf> {
+    let tmp = out.join("checkpoint.tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
+    Ok(tmp)
+}
+
+/// Makes the complete `out/checkpoint.tmp` the checkpoint: the old one is moved aside,
+/// the new one renamed into place, the old one removed (a kill at any point leaves a
+/// complete checkpoint under `checkpoint` or `checkpoint.old`).
+pub(crate) fn commit_checkpoint(out: &Path) -> Result<()> {
+    let (tmp, ckpt, old) = (
+        out.join("checkpoint.tmp"),
+        out.join("checkpoint"),
+        out.join("checkpoint.old"),
+    );
+    let _ = std::fs::remove_dir_all(&old);
+    if ckpt.exists() {
+        std::fs::rename(&ckpt, &old).map_err(|e| ModelError::io(&ckpt, e))?;
+    }
+    std::fs::rename(&tmp, &ckpt).map_err(|e| ModelError::io(&tmp, e))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
 }

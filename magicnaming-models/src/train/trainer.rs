@@ -134,13 +134,13 @@ pub fn train<B: AutodiffBackend>(
         let record = burn::record::Recorder::<B>::load(&recorder(), ckpt.join("optim"), device)
             .map_err(|e| ModelError::weights(ckpt.join("optim.mpk"), e.to_string()))?;
         optim = optim.load_record(record);
-        metrics = read_metrics(&metrics_path)?
+        metrics = read_jsonl::<MetricsLine>(&metrics_path)?
             .into_iter()
             .filter(|m| m.step <= start)
             .collect();
         log::info!("resuming at step {start} of {}", plan.total);
     }
-    rewrite_metrics(&metrics_path, &metrics)?;
+    rewrite_jsonl(&metrics_path, &metrics)?;
     let (mut loss_sum, mut loss_count) = (0f64, 0usize);
     for step in start..plan.total {
         let rows = batch_rows(&train_rows, plan.batch, config.seed, step);
@@ -183,7 +183,7 @@ pub fn train<B: AutodiffBackend>(
                 plan.total,
                 serde_json::to_string(&line).expect("serialises")
             );
-            append_metrics(&metrics_path, &line)?;
+            append_jsonl(&metrics_path, &line)?;
             metrics.push(line);
             (loss_sum, loss_count) = (0.0, 0);
         }

@@ -41,22 +41,29 @@ fn timesteps(path: &Path) -> Vec<usize> {
         .collect()
 }
 
+/// One adapter's factors from the tensors `a_key` (`lora_A` / down) and `b_key`.
+fn factors(r: &Reference, a_key: &str, b_key: &str) -> AdapterValues {
+    let (a, sa) = r.get(a_key);
+    let (b, sb) = r.get(b_key);
+    AdapterValues {
+        a: a.clone(),
+        a_shape: [sa[0], sa[1]],
+        b: b.clone(),
+        b_shape: [sb[0], sb[1]],
+    }
+}
+
 /// Adapter values of prefix `init.` / `after.` / `grad.` by module path.
 fn values(r: &Reference, prefix: &str, modules: &[String]) -> BTreeMap<String, AdapterValues> {
     modules
         .iter()
         .map(|m| {
-            let (a, sa) = r.get(&format!("{prefix}.{m}.lora_A"));
-            let (b, sb) = r.get(&format!("{prefix}.{m}.lora_B"));
-            (
-                m.clone(),
-                AdapterValues {
-                    a: a.clone(),
-                    a_shape: [sa[0], sa[1]],
-                    b: b.clone(),
-                    b_shape: [sb[0], sb[1]],
-                },
-            )
+            let f = factors(
+                r,
+                &format!("{prefix}.{m}.lora_A"),
+                &format!("{prefix}.{m}.lora_B"),
+            );
+            (m.clone(), f)
         })
         .collect()
 }
@@ -259,17 +266,12 @@ fn kohya_values(file: &Path, modules: &[String]) -> BTreeMap<String, AdapterValu
         .iter()
         .map(|m| {
             let key = kohya_key(&layout, m).unwrap();
-            let (a, sa) = r.get(&format!("{key}.lora_down.weight"));
-            let (b, sb) = r.get(&format!("{key}.lora_up.weight"));
-            (
-                m.clone(),
-                AdapterValues {
-                    a: a.clone(),
-                    a_shape: [sa[0], sa[1]],
-                    b: b.clone(),
-                    b_shape: [sb[0], sb[1]],
-                },
-            )
+            let f = factors(
+                &r,
+                &format!("{key}.lora_down.weight"),
+                &format!("{key}.lora_up.weight"),
+            );
+            (m.clone(), f)
         })
         .collect()
 }

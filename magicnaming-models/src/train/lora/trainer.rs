@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamWConfig, Optimizer};
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::record::Recorder;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use magicnaming_core::prepend;
@@ -25,6 +25,9 @@ use crate::name_encoder::load_head;
 use crate::schedulers::{NoiseSchedule, PredictionType};
 use crate::sdxl::pipeline::scheduler_config;
 use crate::sdxl::{SdxlSource, SdxlTextEncoders};
+use crate::train::checkpoint::{
+    append_jsonl, commit_checkpoint, read_jsonl, recorder, rewrite_jsonl, start_checkpoint,
+};
 use crate::train::dataset::Dataset;
 use crate::train::schedule::LrSchedule;
 use crate::train::trainer::batch_rows;
@@ -85,10 +88,6 @@ pub struct LoraSummary {
 struct LoraState {
     step: usize,
     config: LoraTrainConfig,
-}
-
-fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
-    NamedMpkFileRecorder::new()
 }
 
 /// Per-image data kept on the host for the whole run.
@@ -509,39 +508,6 @@ fn eval_loss<B: Backend>(
     Ok(sum / n_img as f64)
 }
 
-fn read_metrics(path: &Path) -> Result<Vec<LoraMetricsLine>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                serde_json::from_str(l)
-                    .map_err(|e| ModelError::config(path, format!("bad metrics line {l:?}: {e}")))
-            })
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(ModelError::io(path, e)),
-    }
-}
-
-fn append_metrics(path: &Path, line: &LoraMetricsLine) -> Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .map_err(|e| ModelError::io(path, e))?;
-    writeln!(f, "{}", serde_json::to_string(line).expect("serialises"))
-        .map_err(|e| ModelError::io(path, e))
-}
-
-fn metrics_text(lines: &[LoraMetricsLine]) -> String {
-    lines
-        .iter()
-        .map(|l| serde_json::to_string(l).expect("serialises") + "\n")
-        .collect()
-}
-
 /// Writes `out/checkpoint` atomically (adapters, optimizer, state), then the LoRA file
 /// and `metrics.jsonl` as of this step.
 fn checkpoint<B: AutodiffBackend, O: Optimizer<UNet2DConditionModel<B>, B>>(
@@ -551,9 +517,7 @@ fn checkpoint<B: AutodiffBackend, O: Optimizer<UNet2DConditionModel<B>, B>>(
     step: usize,
 ) -> Result<PathBuf> {
     let out = cx.out;
-    let tmp = out.join("checkpoint.tmp");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
+    let tmp = start_checkpoint(out)?;
     LoraSet::of(unet)
         .save_file(tmp.join("lora"), &recorder())
         .map_err(|e| ModelError::weights(tmp.join("lora.mpk"), e.to_string()))?;
@@ -565,14 +529,7 @@ fn checkpoint<B: AutodiffBackend, O: Optimizer<UNet2DConditionModel<B>, B>>(
     };
     let json = serde_json::to_vec_pretty(&state).expect("state serialises");
     magicnaming_core::write_atomic(&tmp.join("state.json"), &json)?;
-    let ckpt = out.join("checkpoint");
-    let old = out.join("checkpoint.old");
-    let _ = std::fs::remove_dir_all(&old);
-    if ckpt.exists() {
-        std::fs::rename(&ckpt, &old).map_err(|e| ModelError::io(&ckpt, e))?;
-    }
-    std::fs::rename(&tmp, &ckpt).map_err(|e| ModelError::io(&tmp, e))?;
-    let _ = std::fs::remove_dir_all(&old);
+    commit_checkpoint(out)?;
     let mut valid = unet.clone().valid();
     write_lora_file(out, &adapter_values(&mut valid), cx.config, valid.config())
 }
@@ -606,13 +563,13 @@ fn train_loop<B: AutodiffBackend>(cx: TrainContext, device: &B::Device) -> Resul
         let record = Recorder::<B>::load(&recorder(), ckpt.join("optim"), device)
             .map_err(|e| ModelError::weights(ckpt.join("optim.mpk"), e.to_string()))?;
         optim = optim.load_record(record);
-        metrics = read_metrics(&metrics_path)?
+        metrics = read_jsonl::<LoraMetricsLine>(&metrics_path)?
             .into_iter()
             .filter(|m| m.step <= cx.start)
             .collect();
         log::info!("resuming at step {} of {}", cx.start, cx.total);
     }
-    magicnaming_core::write_atomic(&metrics_path, metrics_text(&metrics).as_bytes())?;
+    rewrite_jsonl(&metrics_path, &metrics)?;
     let ids = adapter_param_ids(&mut unet);
     log::info!(
         "training {} adapters (rank {}, {} parameters) on {} images for {} steps",
@@ -679,7 +636,7 @@ fn train_loop<B: AutodiffBackend>(cx: TrainContext, device: &B::Device) -> Resul
                 },
             };
             log::info!("step {done}/{}: loss {:.6}", cx.total, line.loss);
-            append_metrics(&metrics_path, &line)?;
+            append_jsonl(&metrics_path, &line)?;
             metrics.push(line);
             (loss_sum, loss_count) = (0.0, 0);
         }
