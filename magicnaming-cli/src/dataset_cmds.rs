@@ -178,3 +178,54 @@ impl ExtractNamesArgs {
         Ok(())
     }
 }
+
+/// Arguments of `dataset filter`.
+#[derive(Args, Debug)]
+pub struct FilterArgs {
+    /// Manifest (.jsonl / .csv of image, name[, caption]), e.g. what `extract-names` wrote.
+    #[arg(long)]
+    manifest: PathBuf,
+    /// Output folder: manifest.jsonl (the kept entries) and filter.json (counts, drops).
+    #[arg(long)]
+    out: PathBuf,
+    /// CLIP image tower for near duplicates (folder or .safetensors); without it only exact
+    /// copies are removed.
+    #[arg(long)]
+    tower: Option<PathBuf>,
+    /// Near-duplicate threshold: cosine of CLIP image embeddings.
+    #[arg(long, default_value_t = magicnaming_models::train::curate::FilterConfig::default().dedup)]
+    dedup: f64,
+    /// People need at least this many images left (the paper keeps more than 5).
+    #[arg(long, default_value_t = magicnaming_models::train::curate::FilterConfig::default().min_images)]
+    min_images: usize,
+}
+
+impl Job for FilterArgs {
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        use magicnaming_models::clip::tower::ClipVisionTower;
+        use magicnaming_models::train::curate::{filter_manifest, FilterConfig};
+        check_output_dir(&self.out)?;
+        let tower = match &self.tower {
+            Some(t) => Some(ClipVisionTower::<B>::load(t, &device)?),
+            None => None,
+        };
+        let config = FilterConfig {
+            dedup: self.dedup,
+            min_images: self.min_images,
+        };
+        let r = filter_manifest(&self.manifest, &self.out, &config, tower.as_ref())?;
+        println!(
+            "{} entries of {} people: {} exact and {} near duplicates, {} unreadable; {} people with fewer than {} images dropped; {} entries of {} people kept",
+            r.entries_in,
+            r.people_in,
+            r.exact_duplicates,
+            r.near_duplicates,
+            r.unreadable,
+            r.too_few.len(),
+            self.min_images,
+            r.entries_out,
+            r.per_name.len()
+        );
+        Ok(())
+    }
+}

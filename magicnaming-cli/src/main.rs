@@ -108,6 +108,9 @@ enum DatasetCommand {
     /// Find listed people's names in captions (LaionCele steps 1 and 2: whole words, case
     /// and accents ignored, aliases merged): a manifest for `dataset build`.
     ExtractNames(dataset_cmds::ExtractNamesArgs),
+    /// Deduplicate each person's images (exact copies; near copies by CLIP embedding) and
+    /// drop people with too few left (LaionCele steps 6 and 8).
+    Filter(dataset_cmds::FilterArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -226,6 +229,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Dataset(DatasetCommand::Build(args)) => dispatch(&device, args),
         Command::Dataset(DatasetCommand::ExtractNames(args)) => args.run(),
+        Command::Dataset(DatasetCommand::Filter(args)) => dispatch(&device, args),
         Command::Train(args) => dispatch(&device, args),
         Command::Eval(args) => dispatch(&device, args),
         Command::TrainLora(args) => dispatch(&device, args),

@@ -257,3 +257,114 @@ fn extracted_names_build_a_dataset() {
         .collect();
     assert_eq!(people, ["Ada Lovelace", "Grace Hopper"]);
 }
+
+/// `dataset filter` (steps 6 and 8): an exact copy and a near copy (one pixel changed) of a
+/// person's photo are dropped, with a tower; every pair of a person's kept images stays
+/// below the threshold; a person left with too few images is dropped.
+#[test]
+fn filter_removes_copies_and_small_people() {
+    use magicnaming_models::clip::tower::ClipVisionTower;
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixtures().join("vision/images");
+    let mut rows: Vec<(PathBuf, &str)> = Vec::new();
+    for f in [
+        "rgb.jpg",
+        "gray.png",
+        "rgb.webp",
+        "rgb.bmp",
+        "alpha.png",
+        "big.png",
+    ] {
+        rows.push((src.join(f), "Ada Lovelace"));
+    }
+    // An exact copy under another name, and a near copy.
+    let copy = dir.path().join("copy.jpg");
+    std::fs::copy(src.join("rgb.jpg"), &copy).unwrap();
+    rows.push((copy, "ada lovelace"));
+    let mut img = image::open(src.join("gray.png")).unwrap().to_rgb8();
+    img.put_pixel(0, 0, image::Rgb([255, 0, 0]));
+    let near = dir.path().join("near.png");
+    img.save(&near).unwrap();
+    rows.push((near.clone(), "Ada Lovelace"));
+    rows.push((src.join("rgb.jpg"), "Alan Turing"));
+    rows.push((src.join("gray.png"), "Alan Turing"));
+    let mut text = String::new();
+    for (p, n) in &rows {
+        text += &format!("{}\n", serde_json::json!({"image": p, "name": n}));
+    }
+    let manifest = dir.path().join("m.jsonl");
+    std::fs::write(&manifest, text).unwrap();
+    let tower_dir = fixtures().join("vision/tower-l");
+    let out = dir.path().join("f");
+    let threshold = 0.9999;
+    let run = bin()
+        .args(["--device", "ndarray", "dataset", "filter", "--manifest"])
+        .arg(&manifest)
+        .arg("--out")
+        .arg(&out)
+        .arg("--tower")
+        .arg(&tower_dir)
+        .args(["--dedup", &threshold.to_string(), "--min-images", "3"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("filter.json")).unwrap()).unwrap();
+    let r = &report["report"];
+    assert_eq!(r["exact_duplicates"], 1, "{r}");
+    assert_eq!(r["too_few"]["Alan Turing"], 2, "{r}");
+    let dropped = r["dropped"].as_array().unwrap();
+    let near_reason = dropped
+        .iter()
+        .find(|d| d["image"].as_str() == near.to_str())
+        .unwrap_or_else(|| panic!("the near copy is dropped: {r}"))["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(near_reason.starts_with("near copy of"), "{near_reason}");
+    // Kept images of one person: every pair below the threshold (the rule, recomputed).
+    let kept: Vec<PathBuf> = std::fs::read_to_string(out.join("manifest.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["name"], "Ada Lovelace");
+            PathBuf::from(v["image"].as_str().unwrap())
+        })
+        .collect();
+    // Ada's 8 entries less the exact copy, the near copies and anything unreadable.
+    let (near, unreadable) = (
+        r["near_duplicates"].as_u64().unwrap(),
+        r["unreadable"].as_u64().unwrap(),
+    );
+    assert_eq!(kept.len() as u64, 8 - 1 - near - unreadable, "{r}");
+    type N = burn::backend::NdArray<f32>;
+    let tower = ClipVisionTower::<N>::load(&tower_dir, &Default::default()).unwrap();
+    let unit = |p: &PathBuf| {
+        let e: Vec<f32> = tower
+            .embed_image_file(p)
+            .unwrap()
+            .image_embeds
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let n = e.iter().map(|v| v * v).sum::<f32>().sqrt();
+        e.into_iter().map(|v| v / n).collect::<Vec<f32>>()
+    };
+    let embeds: Vec<Vec<f32>> = kept.iter().map(unit).collect();
+    for i in 0..embeds.len() {
+        for j in 0..i {
+            let cos: f32 = embeds[i].iter().zip(&embeds[j]).map(|(a, b)| a * b).sum();
+            assert!(
+                (cos as f64) < threshold,
+                "{:?} / {:?}: {cos}",
+                kept[i],
+                kept[j]
+            );
+        }
+    }
+}
