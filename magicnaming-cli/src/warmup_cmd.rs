@@ -149,30 +149,18 @@ impl Job for WarmupArgs {
             Tensor::<B, 4>::from_data(TensorData::new(rng.normal_f32(n), shape), &device)
         };
         let mut latents = normal().mul_scalar(scheduler.init_noise_sigma());
-        for (i, &t) in timesteps.iter().enumerate() {
+        for i in 0..timesteps.len() {
             let name = format!("UNet step {}/{}", i + 1, timesteps.len());
             latents = stages.run::<B, _>(&device, &name, || {
-                let input = if guided {
-                    Tensor::cat(vec![latents.clone(), latents.clone()], 0)
-                } else {
-                    latents.clone()
-                };
-                let input = scheduler.scale_model_input(input, i)?;
-                let pred = pipeline.unet.forward(
-                    input,
-                    t,
-                    states.clone(),
-                    pooled.clone(),
-                    time_ids.clone(),
+                let pred = pipeline.predict_noise(
+                    scheduler.as_ref(),
+                    &latents,
+                    i,
+                    &states,
+                    &pooled,
+                    &time_ids,
+                    guided.then_some(5.0),
                 )?;
-                let pred = if guided {
-                    let [n, c, h, w] = pred.dims();
-                    let uncond = pred.clone().slice([0..n / 2, 0..c, 0..h, 0..w]);
-                    let text = pred.slice([n / 2..n, 0..c, 0..h, 0..w]);
-                    uncond.clone() + (text - uncond).mul_scalar(5.0)
-                } else {
-                    pred
-                };
                 let noise = scheduler.needs_noise().then(&mut normal);
                 Ok(scheduler.step(pred, i, latents.clone(), noise)?)
             })?;

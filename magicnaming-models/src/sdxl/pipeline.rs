@@ -12,7 +12,7 @@ use super::lora::{Component, LoraFusion, ModelNames};
 use super::options::GenerateOptions;
 use super::output::GenerateOutput;
 use super::text_encoders::SdxlTextEncoders;
-use crate::schedulers::SchedulerConfig;
+use crate::schedulers::{Scheduler, SchedulerConfig};
 use crate::unet::UNet2DConditionModel;
 use crate::vae::AutoencoderKL;
 use crate::weights::{Precision, SdxlSource};
@@ -46,6 +46,58 @@ pub struct SdxlPipeline<B: Backend> {
 }
 
 impl<B: Backend> SdxlPipeline<B> {
+    /// The UNet's noise prediction at step `i` of `scheduler`'s schedule. With
+    /// `guidance`, classifier-free guidance: the latents are doubled, the conditioning
+    /// holds the unconditional halves first, and the two predictions combine as
+    /// `uncond + guidance * (cond - uncond)`.
+    ///
+    /// # Shapes
+    /// - `latents`: `[N, C, h, w]`
+    /// - `encoder_states`, `text_embeds`, `time_ids`: batch `2N` with guidance, `N` without
+    /// - output: `[N, C, h, w]`
+    ///
+    /// # Errors
+    /// A step outside the schedule, or conditioning that does not fit the UNet.
+    #[allow(clippy::too_many_arguments)]
+    pub fn predict_noise(
+        &self,
+        scheduler: &dyn Scheduler<B>,
+        latents: &Tensor<B, 4>,
+        i: usize,
+        encoder_states: &Tensor<B, 3>,
+        text_embeds: &Tensor<B, 2>,
+        time_ids: &Tensor<B, 2>,
+        guidance: Option<f64>,
+    ) -> Result<Tensor<B, 4>> {
+        let t = *scheduler.timesteps().get(i).ok_or_else(|| {
+            ModelError::InvalidInput(format!(
+                "step {i} of a {}-step schedule",
+                scheduler.timesteps().len()
+            ))
+        })?;
+        let input = match guidance {
+            Some(_) => Tensor::cat(vec![latents.clone(), latents.clone()], 0),
+            None => latents.clone(),
+        };
+        let input = scheduler.scale_model_input(input, i)?;
+        let pred = self.unet.forward(
+            input,
+            t,
+            encoder_states.clone(),
+            text_embeds.clone(),
+            time_ids.clone(),
+        )?;
+        Ok(match guidance {
+            Some(g) => {
+                let [n, c, h, w] = pred.dims();
+                let uncond = pred.clone().slice([0..n / 2, 0..c, 0..h, 0..w]);
+                let cond = pred.slice([n / 2..n, 0..c, 0..h, 0..w]);
+                uncond.clone() + (cond - uncond).mul_scalar(g)
+            }
+            None => pred,
+        })
+    }
+
     /// Loads every component of a diffusers folder or single-file checkpoint, in
     /// [`Precision::Auto`]: f16 weights run in f16 on a backend with f16 (the VAE in f32
     /// when its configuration says `force_upcast`), f32 otherwise.
@@ -251,28 +303,16 @@ impl<B: Backend> SdxlPipeline<B> {
         };
 
         // 6. Denoising loop with classifier-free guidance.
-        for (i, &t) in timesteps.iter().enumerate() {
-            let input = if cfg {
-                Tensor::cat(vec![latents.clone(), latents.clone()], 0)
-            } else {
-                latents.clone()
-            };
-            let input = scheduler.scale_model_input(input, i)?;
-            let noise_pred = self.unet.forward(
-                input,
-                t,
-                encoder_states.clone(),
-                text_embeds.clone(),
-                time_ids.clone(),
+        for i in 0..timesteps.len() {
+            let noise_pred = self.predict_noise(
+                scheduler.as_ref(),
+                &latents,
+                i,
+                &encoder_states,
+                &text_embeds,
+                &time_ids,
+                cfg.then_some(options.guidance),
             )?;
-            let noise_pred = if cfg {
-                let [_, c, h, w] = noise_pred.dims();
-                let uncond = noise_pred.clone().slice([0..1, 0..c, 0..h, 0..w]);
-                let text = noise_pred.slice([1..2, 0..c, 0..h, 0..w]);
-                uncond.clone() + (text - uncond).mul_scalar(options.guidance)
-            } else {
-                noise_pred
-            };
             let noise = match &options.step_noise {
                 Some(n) => Some(n[i].clone()),
                 None if scheduler.needs_noise() => {

@@ -96,7 +96,17 @@ struct Cached {
     std: Vec<f32>,
     time_ids: [f32; 6],
     caption: usize,
-    name: Vec<f32>,
+    /// Row of [`Names::table`].
+    name: usize,
+}
+
+/// The names spliced in: a table of `[K * D]` rows (per person for text-coded names, per
+/// image for predicted ones) and each image's row.
+struct Names {
+    table: Vec<f32>,
+    row_of_image: Vec<usize>,
+    k: usize,
+    d: usize,
 }
 
 /// Text-coded captions: prompt embeddings `[77 * D]` and pooled `[P]` each.
@@ -143,27 +153,21 @@ fn start_state(
     Ok((state.config, state.step))
 }
 
-/// Each image's name `[K * D]`: the text-coded ground truth or the encoder's prediction.
+/// Each image's name: the text-coded ground truth or the encoder's prediction.
 fn image_names<B: Backend>(
     dataset: &Dataset,
     images: &[TrainImage],
     config: &LoraTrainConfig,
     encoder: Option<&Path>,
     device: &B::Device,
-) -> Result<(Vec<Vec<f32>>, usize, usize)> {
-    let (k, d) = (dataset.index.num_tokens, dataset.index.token_dim);
+) -> Result<Names> {
     match config.names {
-        NameSource::Text => {
-            let n = k * d;
-            Ok((
-                images
-                    .iter()
-                    .map(|im| dataset.names[im.identity * n..(im.identity + 1) * n].to_vec())
-                    .collect(),
-                k,
-                d,
-            ))
-        }
+        NameSource::Text => Ok(Names {
+            table: dataset.names.clone(),
+            row_of_image: images.iter().map(|im| im.identity).collect(),
+            k: dataset.index.num_tokens,
+            d: dataset.index.token_dim,
+        }),
         NameSource::Predicted => {
             let dir = encoder.ok_or_else(|| {
                 ModelError::InvalidInput("--names predicted needs --encoder <DIR>".into())
@@ -190,9 +194,12 @@ fn image_names<B: Backend>(
                 TensorData::new(dataset.gather_embeds(&rows), [rows.len(), e]),
                 device,
             );
-            let pred = host(head.forward(x));
-            let (k, d) = (enc.head.num_tokens, enc.head.token_dim);
-            Ok((pred.chunks(k * d).map(<[f32]>::to_vec).collect(), k, d))
+            Ok(Names {
+                table: host(head.forward(x)),
+                row_of_image: (0..images.len()).collect(),
+                k: enc.head.num_tokens,
+                d: enc.head.token_dim,
+            })
         }
     }
 }
@@ -296,7 +303,7 @@ pub fn train_lora<B: AutodiffBackend>(
         min_lr: 0.0,
     };
     let inner = device.clone();
-    let (names, k, name_dim) = image_names::<B::InnerBackend>(
+    let names = image_names::<B::InnerBackend>(
         &dataset,
         &images,
         &config,
@@ -325,19 +332,20 @@ pub fn train_lora<B: AutodiffBackend>(
         .collect();
     let captions = {
         let text = SdxlTextEncoders::<B::InnerBackend>::load_as(&source, &inner, Precision::Auto)?;
-        if text.token_dim() != name_dim {
+        if text.token_dim() != names.d {
             return Err(ModelError::InvalidInput(format!(
-                "the names are {name_dim} wide, the model's text embeddings {}: the dataset (or encoder) was made for another model",
+                "the names are {} wide, the model's text embeddings {}: the dataset (or encoder) was made for another model",
+                names.d,
                 text.token_dim()
             )));
         }
         log::info!("text-coding {} captions", unique.len());
         encode_captions(&text, &unique)?
     };
-    if k >= captions.seq {
+    if names.k >= captions.seq {
         return Err(ModelError::InvalidInput(format!(
-            "{k} name tokens do not fit a {}-token prompt",
-            captions.seq
+            "{} name tokens do not fit a {}-token prompt",
+            names.k, captions.seq
         )));
     }
 
@@ -360,9 +368,9 @@ pub fn train_lora<B: AutodiffBackend>(
     };
     let cached: Vec<Cached> = latents
         .into_iter()
-        .zip(names)
+        .zip(&names.row_of_image)
         .zip(&caption_index)
-        .map(|(((mean, std, time_ids), name), &caption)| Cached {
+        .map(|(((mean, std, time_ids), &name), &caption)| Cached {
             mean,
             std,
             time_ids,
@@ -382,7 +390,7 @@ pub fn train_lora<B: AutodiffBackend>(
             noise_schedule,
             captions: &captions,
             cached: &cached,
-            k,
+            names: &names,
             latent: [lc, lh, lw],
             scaling_factor,
             shift_factor,
@@ -404,22 +412,23 @@ struct TrainContext<'a> {
     noise_schedule: NoiseSchedule,
     captions: &'a Captions,
     cached: &'a [Cached],
-    k: usize,
+    names: &'a Names,
     latent: [usize; 3],
     scaling_factor: f64,
     shift_factor: Option<f64>,
     upscaled: usize,
 }
 
-/// Step `step`'s inputs: its rows (an epoch-seeded permutation), then from a generator
-/// seeded by `(seed, step)`: per sample a timestep, the latent draw and the noise.
-fn step_inputs<B: Backend>(
-    cx: &TrainContext,
-    rows: &[usize],
-    step: usize,
-    device: &B::Device,
-) -> Result<StepInputs<B>> {
-    let b = rows.len();
+/// The random part of a step's inputs: per sample a timestep, the latent draw and the
+/// noise.
+struct Draws {
+    timesteps: Vec<usize>,
+    latent_eps: Vec<f32>,
+    noise: Vec<f32>,
+}
+
+/// Step `step`'s draws for `b` samples, from a generator seeded by `(seed, step)`.
+fn step_draws(cx: &TrainContext, b: usize, step: usize) -> Draws {
     let [c, h, w] = cx.latent;
     let n = c * h * w;
     let mut rng =
@@ -428,6 +437,22 @@ fn step_inputs<B: Backend>(
     let timesteps: Vec<usize> = (0..b).map(|_| (rng.next_u64() % t_max) as usize).collect();
     let latent_eps = rng.normal_f32(b * n);
     let noise = rng.normal_f32(b * n);
+    Draws {
+        timesteps,
+        latent_eps,
+        noise,
+    }
+}
+
+/// The inputs of a batch of `rows` (an epoch-seeded permutation in training) with `draws`.
+fn batch_inputs<B: Backend>(
+    cx: &TrainContext,
+    rows: &[usize],
+    draws: Draws,
+    device: &B::Device,
+) -> Result<StepInputs<B>> {
+    let b = rows.len();
+    let [c, h, w] = cx.latent;
     let gather = |f: &dyn Fn(&Cached) -> &[f32]| -> Vec<f32> {
         rows.iter()
             .flat_map(|&r| f(&cx.cached[r]).iter().copied())
@@ -444,10 +469,15 @@ fn step_inputs<B: Backend>(
         .iter()
         .flat_map(|&r| cx.captions.pooled[cx.cached[r].caption].iter().copied())
         .collect();
-    let names = Tensor::<B, 3>::from_data(
-        TensorData::new(gather(&|c| &c.name), [b, cx.k, dim]),
-        device,
-    );
+    let kd = cx.names.k * cx.names.d;
+    let names: Vec<f32> = rows
+        .iter()
+        .flat_map(|&r| {
+            let row = cx.cached[r].name;
+            cx.names.table[row * kd..(row + 1) * kd].iter().copied()
+        })
+        .collect();
+    let names = Tensor::<B, 3>::from_data(TensorData::new(names, [b, cx.names.k, dim]), device);
     let prompt_embeds = prepend(
         Tensor::<B, 3>::from_data(TensorData::new(prompt, [b, seq, dim]), device),
         magicnaming_core::NameTokens::PerSample(names),
@@ -457,9 +487,9 @@ fn step_inputs<B: Backend>(
     Ok(StepInputs {
         latent_mean: t4(gather(&|c| &c.mean)),
         latent_std: t4(gather(&|c| &c.std)),
-        latent_eps: t4(latent_eps),
-        noise: t4(noise),
-        timesteps,
+        latent_eps: t4(draws.latent_eps),
+        noise: t4(draws.noise),
+        timesteps: draws.timesteps,
         prompt_embeds,
         text_embeds: Tensor::from_data(TensorData::new(pooled, [b, pooled_dim]), device),
         time_ids: Tensor::from_data(TensorData::new(time_ids, [b, 6]), device),
@@ -480,22 +510,20 @@ fn eval_loss<B: Backend>(
 ) -> Result<f64> {
     let n_img = cx.cached.len().min(EVAL_IMAGES);
     let t_max = cx.noise_schedule.num_train_timesteps();
+    let [c, h, w] = cx.latent;
+    let n = EVAL_T.len() * c * h * w;
     let mut sum = 0f64;
     for r in 0..n_img {
-        let rows = vec![r; EVAL_T.len()];
-        let mut inputs = step_inputs::<B>(cx, &rows, 0, device)?;
-        let [c, h, w] = cx.latent;
         let mut rng = SplitMix64(EVAL_SEED ^ r as u64);
-        let n = EVAL_T.len() * c * h * w;
-        let t4 = |v: Vec<f32>| {
-            Tensor::<B, 4>::from_data(TensorData::new(v, [EVAL_T.len(), c, h, w]), device)
+        let draws = Draws {
+            timesteps: EVAL_T
+                .iter()
+                .map(|f| ((f * t_max as f64) as usize).min(t_max - 1))
+                .collect(),
+            latent_eps: rng.normal_f32(n),
+            noise: rng.normal_f32(n),
         };
-        inputs.latent_eps = t4(rng.normal_f32(n));
-        inputs.noise = t4(rng.normal_f32(n));
-        inputs.timesteps = EVAL_T
-            .iter()
-            .map(|f| ((f * t_max as f64) as usize).min(t_max - 1))
-            .collect();
+        let inputs = batch_inputs::<B>(cx, &vec![r; EVAL_T.len()], draws, device)?;
         let loss = lora_loss(
             unet,
             &cx.noise_schedule,
@@ -508,8 +536,8 @@ fn eval_loss<B: Backend>(
     Ok(sum / n_img as f64)
 }
 
-/// Writes `out/checkpoint` atomically (adapters, optimizer, state), then the LoRA file
-/// and `metrics.jsonl` as of this step.
+/// Writes `out/checkpoint` atomically (adapters, optimizer, state), then the LoRA file as
+/// of this step (`metrics.jsonl` is appended line by line as the run goes).
 fn checkpoint<B: AutodiffBackend, O: Optimizer<UNet2DConditionModel<B>, B>>(
     cx: &TrainContext,
     unet: &mut UNet2DConditionModel<B>,
@@ -593,7 +621,8 @@ fn train_loop<B: AutodiffBackend>(cx: TrainContext, device: &B::Device) -> Resul
     for step in cx.start..cx.total {
         let started = std::time::Instant::now();
         let rows = batch_rows(&all_rows, cx.batch, config.seed, step);
-        let inputs = step_inputs::<B>(&cx, &rows, step, device)?;
+        let draws = step_draws(&cx, rows.len(), step);
+        let inputs = batch_inputs::<B>(&cx, &rows, draws, device)?;
         let lr = cx.schedule.at(step);
         let (next, report) = lora_step(
             unet,
