@@ -7,6 +7,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use magicnaming_models::face::{MtcnnConfig, CLIP_CROP_SIZE};
 use magicnaming_models::name_encoder::InputCrop;
+use magicnaming_models::train::curate::ShardSpec;
 use magicnaming_models::train::{build_dataset, BuildConfig, BuildSources, Split};
 
 use crate::args::{FaceArg, ModelArgs};
@@ -39,6 +40,13 @@ pub struct BuildArgs {
     /// (which is resumed).
     #[arg(long)]
     out: PathBuf,
+    #[command(flatten)]
+    settings: BuildSettings,
+}
+
+/// The build's settings, shared by `dataset build` and `dataset curate`.
+#[derive(Args, Debug, Clone)]
+pub struct BuildSettings {
     /// Share of the people held out for validation (at least one when there are two).
     #[arg(long, default_value_t = BuildConfig::default().val_fraction)]
     val_fraction: f64,
@@ -67,17 +75,10 @@ pub struct BuildArgs {
     min_face: f64,
 }
 
-impl Job for BuildArgs {
-    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
-        check_output_dir(&self.out)?;
-        let sources = BuildSources {
-            manifest: self.manifest.clone(),
-            model: self.model.model,
-            config: self.model.config,
-            tower_l: self.tower_l,
-            tower_g: self.tower_g,
-        };
-        let config = BuildConfig {
+impl BuildSettings {
+    /// The library's build configuration.
+    pub fn config(&self) -> BuildConfig {
+        BuildConfig {
             val_fraction: self.val_fraction,
             seed: self.seed,
             num_tokens: self.tokens,
@@ -91,7 +92,21 @@ impl Job for BuildArgs {
                 },
                 FaceArg::None => InputCrop::WholeImage,
             },
+        }
+    }
+}
+
+impl Job for BuildArgs {
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        check_output_dir(&self.out)?;
+        let sources = BuildSources {
+            manifest: self.manifest.clone(),
+            model: self.model.model,
+            config: self.model.config,
+            tower_l: self.tower_l,
+            tower_g: self.tower_g,
         };
+        let config = self.settings.config();
         // Drawn only on a terminal (indicatif hides itself otherwise).
         let bar = ProgressBar::no_length().with_style(
             ProgressStyle::with_template(
@@ -148,6 +163,9 @@ pub struct ExtractNamesArgs {
     /// are dropped and counted.
     #[arg(long)]
     allow_multi: bool,
+    /// Only the people of shard I of N (`I/N`, from 0), partitioned by name.
+    #[arg(long, default_value = "0/1")]
+    shard: ShardSpec,
 }
 
 impl ExtractNamesArgs {
@@ -159,6 +177,7 @@ impl ExtractNamesArgs {
             &self.names,
             &self.out,
             self.allow_multi,
+            self.shard,
         )?;
         println!(
             "{} records: {} kept ({} manifest entries, {} through aliases); dropped: {} naming nobody, {} naming several{}; {} skipped",

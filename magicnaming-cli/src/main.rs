@@ -6,6 +6,7 @@
 //! directory (`--kernel-cache`, see [`magicnaming_models::nn::kernels::cache`]).
 mod args;
 mod bench;
+mod curate_cmds;
 mod dataset_cmds;
 mod device;
 mod eval_cmds;
@@ -111,6 +112,14 @@ enum DatasetCommand {
     /// Deduplicate each person's images (exact copies; near copies by CLIP embedding) and
     /// drop people with too few left (LaionCele steps 6 and 8).
     Filter(dataset_cmds::FilterArgs),
+    /// LaionCele's eight steps from captioned images and a names list to a dataset folder
+    /// (resumable; `--shard I/N` splits the people across machines).
+    Curate(Box<curate_cmds::CurateArgs>),
+    /// Join the folders of `dataset curate --shard I/N` runs and build the dataset.
+    Merge(curate_cmds::MergeArgs),
+    /// Print the funnel of a curation (people and images in and out of each step) and
+    /// write it to DIR/report.json.
+    Report(curate_cmds::ReportArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -230,6 +239,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Dataset(DatasetCommand::Build(args)) => dispatch(&device, args),
         Command::Dataset(DatasetCommand::ExtractNames(args)) => args.run(),
         Command::Dataset(DatasetCommand::Filter(args)) => dispatch(&device, args),
+        Command::Dataset(DatasetCommand::Curate(args)) => dispatch(&device, *args),
+        Command::Dataset(DatasetCommand::Merge(args)) => dispatch(&device, args),
+        Command::Dataset(DatasetCommand::Report(args)) => args.run(),
         Command::Train(args) => dispatch(&device, args),
         Command::Eval(args) => dispatch(&device, args),
         Command::TrainLora(args) => dispatch(&device, args),

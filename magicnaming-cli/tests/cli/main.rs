@@ -5,6 +5,7 @@
 mod common;
 
 mod bench;
+mod curate;
 mod dataset;
 mod eval_id;
 mod face;

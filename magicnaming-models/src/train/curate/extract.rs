@@ -18,6 +18,7 @@ use serde_json::json;
 
 use super::captions::{CaptionRecord, ImageSource, Skipped, read_records};
 use super::names::NameList;
+use super::shard::ShardSpec;
 use crate::{ModelError, Result};
 
 /// What [`extract_names`] did.
@@ -25,7 +26,8 @@ use crate::{ModelError, Result};
 pub struct ExtractReport {
     /// Records read (captioned images).
     pub records: usize,
-    /// Records kept (naming one person, or several with `allow_multi`).
+    /// Records kept (naming one person, or several with `allow_multi`), counting only
+    /// those naming a person of the shard.
     pub kept: usize,
     /// Manifest entries written (a record naming several people counts once per person).
     pub entries: usize,
@@ -37,6 +39,8 @@ pub struct ExtractReport {
     pub alias_matches: usize,
     /// Entries per person, by name.
     pub per_name: BTreeMap<String, usize>,
+    /// Entries found through an alias, per person.
+    pub alias_per_name: BTreeMap<String, usize>,
     /// Listed people no caption names.
     pub never_found: Vec<String>,
     /// Input that is not a usable record.
@@ -48,7 +52,9 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> ModelError + '_ {
 }
 
 /// Runs steps 1 and 2 on `input` (see [`read_records`]) with the people of `names_file`
-/// ([`NameList::read`]), writing `out` (see the module docs).
+/// ([`NameList::read`]), writing `out` (see the module docs). Only people `shard` owns get
+/// entries (and images); whether a caption names several people is decided on the whole
+/// list, so every shard drops the same records.
 ///
 /// # Errors
 /// A bad names file or input (named); `out` already holding a manifest; I/O.
@@ -57,6 +63,7 @@ pub fn extract_names(
     names_file: &Path,
     out: &Path,
     allow_multi: bool,
+    shard: ShardSpec,
 ) -> Result<ExtractReport> {
     let names = NameList::read(names_file)?;
     if out.join("manifest.jsonl").exists() {
@@ -77,6 +84,7 @@ pub fn extract_names(
         several_names: 0,
         alias_matches: 0,
         per_name: BTreeMap::new(),
+        alias_per_name: BTreeMap::new(),
         never_found: Vec::new(),
         skipped: Vec::new(),
     };
@@ -93,6 +101,13 @@ pub fn extract_names(
             if !allow_multi {
                 return Ok(());
             }
+        }
+        let found: Vec<_> = found
+            .into_iter()
+            .filter(|f| shard.owns(&names.names[f.person]))
+            .collect();
+        if found.is_empty() {
+            return Ok(());
         }
         report.kept += 1;
         let image = match r.image {
@@ -112,6 +127,9 @@ pub fn extract_names(
             let name = &names.names[f.person];
             report.entries += 1;
             report.alias_matches += usize::from(f.alias);
+            if f.alias {
+                *report.alias_per_name.entry(name.clone()).or_default() += 1;
+            }
             *report.per_name.entry(name.clone()).or_default() += 1;
             manifest
                 .push_str(&json!({"image": image, "name": name, "caption": r.caption}).to_string());
@@ -124,7 +142,7 @@ pub fn extract_names(
     report.never_found = names
         .names
         .iter()
-        .filter(|n| !report.per_name.contains_key(*n))
+        .filter(|n| shard.owns(n) && !report.per_name.contains_key(*n))
         .cloned()
         .collect();
     if wrote_images {
@@ -138,6 +156,7 @@ pub fn extract_names(
         "names_file": names_file.to_string_lossy(),
         "people_listed": names.names.len(),
         "allow_multi": allow_multi,
+        "shard": shard.to_string(),
         "report": report,
     });
     magicnaming_core::write_atomic(
@@ -199,7 +218,7 @@ mod tests {
         )
         .unwrap();
         let out = dir.path().join("out");
-        let r = extract_names(&shards, &names, &out, false).unwrap();
+        let r = extract_names(&shards, &names, &out, false, ShardSpec::WHOLE).unwrap();
         assert_eq!((r.records, r.kept, r.entries), (4, 2, 2));
         // "Zoe Kravitz" folds to the name's own words; "Saul Goodman" is an alias.
         assert_eq!((r.no_name, r.several_names, r.alias_matches), (1, 1, 1));
@@ -238,8 +257,15 @@ mod tests {
         );
         // A second run into the same folder is refused; with several names allowed, the
         // two-person caption gives one entry each.
-        assert!(extract_names(&shards, &names, &out, false).is_err());
-        let r = extract_names(&shards, &names, &dir.path().join("multi"), true).unwrap();
+        assert!(extract_names(&shards, &names, &out, false, ShardSpec::WHOLE).is_err());
+        let r = extract_names(
+            &shards,
+            &names,
+            &dir.path().join("multi"),
+            true,
+            ShardSpec::WHOLE,
+        )
+        .unwrap();
         assert_eq!((r.kept, r.entries), (3, 4));
     }
 }

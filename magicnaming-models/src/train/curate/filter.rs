@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::clip::tower::ClipVisionTower;
-use crate::train::manifest::{fnv1a64, group_names, read_manifest};
+use crate::train::manifest::{ManifestEntry, fnv1a64, group_names, read_manifest};
 use crate::{ModelError, Result};
 
 /// Settings of [`filter_manifest`].
@@ -84,6 +84,92 @@ fn embed<B: Backend>(tower: &ClipVisionTower<B>, path: &Path) -> Result<Vec<f32>
     Ok(e.into_iter().map(|v| v / norm).collect())
 }
 
+/// Step 6 on manifest entries: what [`deduplicate`] kept and dropped.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Dedup {
+    /// Entries kept, in manifest order.
+    pub kept: Vec<usize>,
+    /// Exact copies dropped.
+    pub exact: usize,
+    /// Near copies dropped.
+    pub near: usize,
+    /// Unreadable images dropped.
+    pub unreadable: usize,
+    /// Every entry dropped, with the reason, in manifest order.
+    pub dropped: Vec<(usize, String)>,
+}
+
+/// Step 6: within each person (`group_of[i]` is entry `i`'s), in manifest order, drops
+/// byte-identical copies of a kept image and, with `tower`, images whose L2-normalised
+/// CLIP image embedding has cosine `>= dedup` with a kept one; unreadable images are
+/// dropped too.
+///
+/// # Errors
+/// A tower failure other than an unreadable image.
+pub fn deduplicate<B: Backend>(
+    entries: &[ManifestEntry],
+    group_of: &[usize],
+    dedup: f64,
+    tower: Option<&ClipVisionTower<B>>,
+) -> Result<Dedup> {
+    // Per person: kept (entry index, bytes hash, file, embedding).
+    type Kept = (usize, (usize, u64), PathBuf, Option<Vec<f32>>);
+    let people = group_of.iter().max().map_or(0, |g| g + 1);
+    let mut kept: Vec<Vec<Kept>> = vec![Vec::new(); people];
+    let mut out = Dedup::default();
+    for (i, e) in entries.iter().enumerate() {
+        let person = group_of[i];
+        let bytes = match std::fs::read(&e.path) {
+            Ok(b) => b,
+            Err(err) => {
+                out.unreadable += 1;
+                out.dropped.push((i, format!("unreadable: {err}")));
+                continue;
+            }
+        };
+        let key = (bytes.len(), fnv1a64(&bytes));
+        let exact = kept[person]
+            .iter()
+            .find(|k| k.1 == key && std::fs::read(&k.2).is_ok_and(|other| other == bytes));
+        if let Some(k) = exact {
+            out.exact += 1;
+            out.dropped
+                .push((i, format!("exact copy of {}", entries[k.0].image)));
+            continue;
+        }
+        let embedding = match tower {
+            None => None,
+            Some(t) => match embed(t, &e.path) {
+                Ok(v) => Some(v),
+                Err(err) => {
+                    out.unreadable += 1;
+                    out.dropped.push((i, format!("unreadable: {err}")));
+                    continue;
+                }
+            },
+        };
+        if let Some(v) = &embedding {
+            let near = kept[person].iter().find_map(|k| {
+                let w = k.3.as_ref()?;
+                let cos: f32 = v.iter().zip(w).map(|(a, b)| a * b).sum();
+                (cos as f64 >= dedup).then_some((k.0, cos))
+            });
+            if let Some((j, cos)) = near {
+                out.near += 1;
+                out.dropped.push((
+                    i,
+                    format!("near copy of {} (cosine {cos:.4})", entries[j].image),
+                ));
+                continue;
+            }
+        }
+        kept[person].push((i, key, e.path.clone(), embedding));
+    }
+    out.kept = kept.into_iter().flatten().map(|k| k.0).collect();
+    out.kept.sort_unstable();
+    Ok(out)
+}
+
 /// Runs steps 6 and 8 on `manifest` (see the module docs); without `tower` only exact
 /// copies are removed.
 ///
@@ -125,66 +211,20 @@ pub fn filter_manifest<B: Backend>(
         per_name: BTreeMap::new(),
         dropped: Vec::new(),
     };
-    // Per person: kept (entry index, bytes hash, file, embedding).
-    type Kept = (usize, (usize, u64), PathBuf, Option<Vec<f32>>);
-    let mut kept: Vec<Vec<Kept>> = vec![Vec::new(); groups.names.len()];
-    for (i, e) in m.entries.iter().enumerate() {
-        let person = groups.group_of[i];
-        let name = groups.names[person].clone();
-        let drop = |report: &mut FilterReport, reason: String| {
-            report.dropped.push(Dropped {
-                image: e.image.clone(),
-                name: name.clone(),
-                reason,
-            });
-        };
-        let bytes = match std::fs::read(&e.path) {
-            Ok(b) => b,
-            Err(err) => {
-                report.unreadable += 1;
-                drop(&mut report, format!("unreadable: {err}"));
-                continue;
-            }
-        };
-        let key = (bytes.len(), fnv1a64(&bytes));
-        let exact = kept[person]
-            .iter()
-            .find(|k| k.1 == key && std::fs::read(&k.2).is_ok_and(|other| other == bytes));
-        if let Some(k) = exact {
-            report.exact_duplicates += 1;
-            drop(
-                &mut report,
-                format!("exact copy of {}", m.entries[k.0].image),
-            );
-            continue;
-        }
-        let embedding = match tower {
-            None => None,
-            Some(t) => match embed(t, &e.path) {
-                Ok(v) => Some(v),
-                Err(err) => {
-                    report.unreadable += 1;
-                    drop(&mut report, format!("unreadable: {err}"));
-                    continue;
-                }
-            },
-        };
-        if let Some(v) = &embedding {
-            let near = kept[person].iter().find_map(|k| {
-                let w = k.3.as_ref()?;
-                let cos: f32 = v.iter().zip(w).map(|(a, b)| a * b).sum();
-                (cos as f64 >= config.dedup).then_some((k.0, cos))
-            });
-            if let Some((j, cos)) = near {
-                report.near_duplicates += 1;
-                drop(
-                    &mut report,
-                    format!("near copy of {} (cosine {cos:.4})", m.entries[j].image),
-                );
-                continue;
-            }
-        }
-        kept[person].push((i, key, e.path.clone(), embedding));
+    let d = deduplicate(&m.entries, &groups.group_of, config.dedup, tower)?;
+    report.exact_duplicates = d.exact;
+    report.near_duplicates = d.near;
+    report.unreadable = d.unreadable;
+    for (i, reason) in d.dropped {
+        report.dropped.push(Dropped {
+            image: m.entries[i].image.clone(),
+            name: groups.names[groups.group_of[i]].clone(),
+            reason,
+        });
+    }
+    let mut kept: Vec<Vec<usize>> = vec![Vec::new(); groups.names.len()];
+    for i in d.kept {
+        kept[groups.group_of[i]].push(i);
     }
     let mut lines = Vec::new();
     for (person, k) in kept.iter().enumerate() {
@@ -194,7 +234,7 @@ pub fn filter_manifest<B: Backend>(
             continue;
         }
         report.per_name.insert(name.clone(), k.len());
-        for (i, ..) in k {
+        for i in k {
             let e = &m.entries[*i];
             let abs = std::path::absolute(&e.path).map_err(|err| ModelError::io(&e.path, err))?;
             lines.push((
