@@ -22,4 +22,7 @@ run make_clip_model_fixtures.py # tests/fixtures/clip_model/ (needs text/ for th
 # tests/fixtures/face/ and magicnaming-models/assets/mtcnn/ need the venv of
 # requirements-face.txt (facenet-pytorch pins an older torch):
 #   PYTHON=.venv-face/bin/python: run make_face_fixtures.py
+# tests/fixtures/curate/ (img2dataset-style shard and parquet) needs only pyarrow
+# (requirements-curate.txt):
+#   PYTHON=.venv-pq/bin/python: run make_curate_fixtures.py
 echo "done" >&2

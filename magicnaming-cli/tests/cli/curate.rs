@@ -191,9 +191,13 @@ fn laion_like(dir: &Path) {
 }
 
 fn curate_cmd(dir: &Path, out: &Path, extra: &[&str]) -> Command {
+    curate_input(&dir.join("shards"), dir, out, extra)
+}
+
+fn curate_input(input: &Path, dir: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut c = bin();
     c.args(["--device", "ndarray", "dataset", "curate", "--input"])
-        .arg(dir.join("shards"))
+        .arg(input)
         .arg("--names")
         .arg(dir.join("names.txt"))
         .arg("--out")
@@ -680,6 +684,10 @@ fn bad_curation_input_is_refused_before_any_work() {
         assert!(!out.exists());
     }
     std::fs::write(dir.join("names.txt"), NAMES).unwrap();
+    // img2dataset's parquet without a caption column.
+    let input = fixtures().join("curate/no_caption");
+    let e = fail(curate_input(&input, dir, &dir.join("pq"), &[]));
+    assert!(e.contains("no `caption` column"), "{e}");
     // A folder holding something else.
     let used = dir.join("used");
     std::fs::create_dir_all(&used).unwrap();

@@ -1,7 +1,9 @@
 //! Captioned images as LAION-style crawls deliver them: a JSON Lines / CSV file of
 //! `image` and `caption` (paths relative to the file), or a folder of webdataset shards
 //! as img2dataset writes them (`NNNNN.tar` holding `key.jpg` / `.png` / `.webp`, `key.txt`
-//! with the caption, `key.json`; members of one key stored together).
+//! with the caption, `key.json`; members of one key stored together), with the
+//! `NNNNN.parquet` beside each tar supplying the caption of a key without `.txt`.
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -70,7 +72,13 @@ pub fn read_records(
         }
         let mut skipped = Vec::new();
         for shard in &shards {
-            read_tar(shard, each, &mut skipped)?;
+            let table = shard.with_extension("parquet");
+            let captions = if table.is_file() {
+                Some(super::parquet::read_captions(&table)?)
+            } else {
+                None
+            };
+            read_tar(shard, captions.as_ref(), each, &mut skipped)?;
         }
         return Ok(skipped);
     }
@@ -170,6 +178,7 @@ struct Pending {
 
 fn read_tar(
     shard: &Path,
+    captions: Option<&BTreeMap<String, String>>,
     each: &mut dyn FnMut(CaptionRecord) -> Result<()>,
     skipped: &mut Vec<Skipped>,
 ) -> Result<()> {
@@ -188,7 +197,10 @@ fn read_tar(
     let mut pending: Option<Pending> = None;
     let mut flush = |p: Pending, each: &mut dyn FnMut(CaptionRecord) -> Result<()>| -> Result<()> {
         let source = format!("{shard_name}:{}", p.key);
-        match (p.image, p.caption) {
+        let caption = p
+            .caption
+            .or_else(|| captions.and_then(|c| c.get(&p.key).cloned()));
+        match (p.image, caption) {
             (Some((ext, bytes)), Some(caption)) => each(CaptionRecord {
                 source,
                 key: format!("{stem}_{}", p.key),
@@ -205,7 +217,11 @@ fn read_tar(
             (_, None) => {
                 skipped.push(Skipped {
                     source,
-                    reason: "no caption member (.txt)".into(),
+                    reason: if captions.is_some() {
+                        "no caption (no .txt member, no parquet row)".into()
+                    } else {
+                        "no caption member (.txt)".into()
+                    },
                 });
                 Ok(())
             }

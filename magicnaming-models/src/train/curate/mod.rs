@@ -12,6 +12,7 @@ pub mod generate;
 pub mod identity;
 pub mod merge;
 pub mod names;
+pub mod parquet;
 pub mod report;
 pub mod run;
 pub mod shard;
