@@ -18,6 +18,7 @@ run make_train_fixtures.py      # tests/fixtures/train/
 run make_pipeline_fixtures.py   # tiny-sdxl/scheduler/, tests/fixtures/pipeline/ (needs text + diffusion)
 run make_lora_fixtures.py       # tests/fixtures/lora/ (needs the pipeline fixtures)
 run make_lora_train_fixtures.py # tests/fixtures/lora_train/ (needs tiny-sdxl unet, vae, scheduler)
+run make_curate_rules.py        # tests/fixtures/curate/rules.* (standard library only)
 run make_clip_model_fixtures.py # tests/fixtures/clip_model/ (needs text/ for the tokenizer, face/ for the images)
 # tests/fixtures/face/ and magicnaming-models/assets/mtcnn/ need the venv of
 # requirements-face.txt (facenet-pytorch pins an older torch):

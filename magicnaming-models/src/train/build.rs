@@ -173,7 +173,7 @@ pub fn split_identities(m: usize, val_fraction: f64, seed: u64) -> Vec<Split> {
     split
 }
 
-fn check_config(config: &BuildConfig) -> Result<()> {
+pub(crate) fn check_config(config: &BuildConfig) -> Result<()> {
     if !(0.0..1.0).contains(&config.val_fraction) {
         return Err(ModelError::InvalidInput(format!(
             "val_fraction must be in [0, 1), got {}",

@@ -84,6 +84,7 @@ pub fn bounded<T>(cap: usize, f: impl FnOnce() -> T) -> T {
     out
 }
 
+mod curate_rules;
 mod dataset_build;
 mod face;
 mod face_crop;

@@ -9,7 +9,7 @@
 //! kept entries, image paths absolute) and `OUT/filter.json` (counts and every drop with
 //! its reason), manifest last.
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use serde::Serialize;
@@ -99,74 +99,135 @@ pub struct Dedup {
     pub dropped: Vec<(usize, String)>,
 }
 
-/// Step 6: within each person (`group_of[i]` is entry `i`'s), in manifest order, drops
-/// byte-identical copies of a kept image and, with `tower`, images whose L2-normalised
-/// CLIP image embedding has cosine `>= dedup` with a kept one; unreadable images are
-/// dropped too.
+/// Step 8's rule: a person stays with at least `min_images` images (the paper keeps
+/// people with more than five: `min_images` 6).
+pub fn enough_images(count: usize, min_images: usize) -> bool {
+    count >= min_images
+}
+
+/// Step 6's verdict on one image of a person.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Verdict {
+    /// Kept.
+    Keep,
+    /// Identical to the kept image at this position.
+    Exact(usize),
+    /// Near copy of the kept image at this position, with their cosine.
+    Near(usize, f32),
+}
+
+/// Step 6's rule on one person's `n` images, in order: an image identical to a kept one
+/// (`same(i, j)`) is an exact copy of the first such; otherwise, with an embedding, one
+/// whose cosine (f32 dot product of L2-normalised embeddings) with a kept image's is
+/// `>= dedup` is a near copy of the first such; otherwise it is kept.
+pub fn dedup_rule(
+    n: usize,
+    same: &mut dyn FnMut(usize, usize) -> bool,
+    embeddings: &[Option<Vec<f32>>],
+    dedup: f64,
+) -> Vec<Verdict> {
+    let mut kept: Vec<usize> = Vec::new();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        if let Some(&j) = kept.iter().find(|&&j| same(i, j)) {
+            out.push(Verdict::Exact(j));
+            continue;
+        }
+        let near = embeddings[i].as_ref().and_then(|v| {
+            kept.iter().find_map(|&j| {
+                let w = embeddings[j].as_ref()?;
+                let cos: f32 = v.iter().zip(w).map(|(a, b)| a * b).sum();
+                (cos as f64 >= dedup).then_some((j, cos))
+            })
+        });
+        match near {
+            Some((j, cos)) => out.push(Verdict::Near(j, cos)),
+            None => {
+                kept.push(i);
+                out.push(Verdict::Keep);
+            }
+        }
+    }
+    out
+}
+
+/// Step 6: within each person (`group_of[i]` is entry `i`'s), in manifest order,
+/// [`dedup_rule`] with byte-identical files as identical and, with `tower`, L2-normalised
+/// CLIP image embeddings; images that cannot be read or embedded are dropped first, with
+/// the reason.
 ///
 /// # Errors
-/// A tower failure other than an unreadable image.
+/// None at present (every failure is a dropped image); the `Result` leaves room for I/O
+/// that must stop the step.
 pub fn deduplicate<B: Backend>(
     entries: &[ManifestEntry],
     group_of: &[usize],
     dedup: f64,
     tower: Option<&ClipVisionTower<B>>,
 ) -> Result<Dedup> {
-    // Per person: kept (entry index, bytes hash, file, embedding).
-    type Kept = (usize, (usize, u64), PathBuf, Option<Vec<f32>>);
     let people = group_of.iter().max().map_or(0, |g| g + 1);
-    let mut kept: Vec<Vec<Kept>> = vec![Vec::new(); people];
+    let mut by_person: Vec<Vec<usize>> = vec![Vec::new(); people];
+    for (i, &g) in group_of.iter().enumerate().take(entries.len()) {
+        by_person[g].push(i);
+    }
     let mut out = Dedup::default();
-    for (i, e) in entries.iter().enumerate() {
-        let person = group_of[i];
-        let bytes = match std::fs::read(&e.path) {
-            Ok(b) => b,
-            Err(err) => {
+    for indices in by_person {
+        // Readable images: (entry, content key), and their embeddings.
+        let mut items: Vec<(usize, (usize, u64))> = Vec::new();
+        let mut embeddings: Vec<Option<Vec<f32>>> = Vec::new();
+        for i in indices {
+            let path = &entries[i].path;
+            let unreadable = |out: &mut Dedup, err: String| {
                 out.unreadable += 1;
                 out.dropped.push((i, format!("unreadable: {err}")));
-                continue;
-            }
-        };
-        let key = (bytes.len(), fnv1a64(&bytes));
-        let exact = kept[person]
-            .iter()
-            .find(|k| k.1 == key && std::fs::read(&k.2).is_ok_and(|other| other == bytes));
-        if let Some(k) = exact {
-            out.exact += 1;
-            out.dropped
-                .push((i, format!("exact copy of {}", entries[k.0].image)));
-            continue;
-        }
-        let embedding = match tower {
-            None => None,
-            Some(t) => match embed(t, &e.path) {
-                Ok(v) => Some(v),
+            };
+            let bytes = match std::fs::read(path) {
+                Ok(b) => b,
                 Err(err) => {
-                    out.unreadable += 1;
-                    out.dropped.push((i, format!("unreadable: {err}")));
+                    unreadable(&mut out, err.to_string());
                     continue;
                 }
-            },
+            };
+            let embedding = match tower.map(|t| embed(t, path)).transpose() {
+                Ok(v) => v,
+                Err(err) => {
+                    unreadable(&mut out, err.to_string());
+                    continue;
+                }
+            };
+            items.push((i, (bytes.len(), fnv1a64(&bytes))));
+            embeddings.push(embedding);
+        }
+        let mut same = |a: usize, b: usize| {
+            let (ea, eb) = (&entries[items[a].0], &entries[items[b].0]);
+            items[a].1 == items[b].1
+                && matches!((std::fs::read(&ea.path), std::fs::read(&eb.path)), (Ok(x), Ok(y)) if x == y)
         };
-        if let Some(v) = &embedding {
-            let near = kept[person].iter().find_map(|k| {
-                let w = k.3.as_ref()?;
-                let cos: f32 = v.iter().zip(w).map(|(a, b)| a * b).sum();
-                (cos as f64 >= dedup).then_some((k.0, cos))
-            });
-            if let Some((j, cos)) = near {
-                out.near += 1;
-                out.dropped.push((
-                    i,
-                    format!("near copy of {} (cosine {cos:.4})", entries[j].image),
-                ));
-                continue;
+        let verdicts = dedup_rule(items.len(), &mut same, &embeddings, dedup);
+        for (k, v) in verdicts.into_iter().enumerate() {
+            let i = items[k].0;
+            match v {
+                Verdict::Keep => out.kept.push(i),
+                Verdict::Exact(j) => {
+                    out.exact += 1;
+                    out.dropped
+                        .push((i, format!("exact copy of {}", entries[items[j].0].image)));
+                }
+                Verdict::Near(j, cos) => {
+                    out.near += 1;
+                    out.dropped.push((
+                        i,
+                        format!(
+                            "near copy of {} (cosine {cos:.4})",
+                            entries[items[j].0].image
+                        ),
+                    ));
+                }
             }
         }
-        kept[person].push((i, key, e.path.clone(), embedding));
     }
-    out.kept = kept.into_iter().flatten().map(|k| k.0).collect();
     out.kept.sort_unstable();
+    out.dropped.sort_by_key(|d| d.0);
     Ok(out)
 }
 
@@ -229,7 +290,7 @@ pub fn filter_manifest<B: Backend>(
     let mut lines = Vec::new();
     for (person, k) in kept.iter().enumerate() {
         let name = &groups.names[person];
-        if k.len() < config.min_images {
+        if !enough_images(k.len(), config.min_images) {
             report.too_few.insert(name.clone(), k.len());
             continue;
         }

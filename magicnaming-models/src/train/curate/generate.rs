@@ -65,8 +65,9 @@ impl GenerateConfig {
 }
 
 /// The folder name of a person's generated images: the name's words (accents folded,
-/// lower case) joined by `_`, ASCII letters and digits only, then 8 hex digits of the
-/// name's hash, so that different names never share a folder.
+/// lower case) joined by `_`, ASCII letters and digits only, then the 16 hex digits of the
+/// name's 64-bit FNV-1a hash. Two names with the same folder are refused before step 4
+/// ([`check_person_dirs`]).
 pub fn person_dir(name: &str) -> String {
     let stem: String = words(name)
         .join("_")
@@ -75,11 +76,28 @@ pub fn person_dir(name: &str) -> String {
         .take(64)
         .collect();
     format!(
-        "{}{}{:08x}",
+        "{}{}{:016x}",
         stem,
         if stem.is_empty() { "" } else { "_" },
-        fnv1a64(name.as_bytes()) as u32
+        fnv1a64(name.as_bytes())
     )
+}
+
+/// Checks that no two of `names` share a [`person_dir`].
+///
+/// # Errors
+/// Naming both people and the folder.
+pub fn check_person_dirs<'a>(names: impl IntoIterator<Item = &'a String>) -> Result<()> {
+    let mut seen: std::collections::BTreeMap<String, &String> = Default::default();
+    for n in names {
+        if let Some(other) = seen.insert(person_dir(n), n) {
+            return Err(ModelError::InvalidInput(format!(
+                "{other:?} and {n:?} would share the folder {}: rename one in the names file",
+                person_dir(n)
+            )));
+        }
+    }
+    Ok(())
 }
 
 const IMAGE_EXTS: [&str; 4] = ["png", "jpg", "jpeg", "webp"];
@@ -177,6 +195,8 @@ mod tests {
         let odd = person_dir("../../etc/passwd");
         assert!(!odd.contains('/') && !odd.contains('.'), "{odd}");
         // No ASCII letters: the hash alone.
-        assert_eq!(person_dir("李小龙").len(), 8);
+        assert_eq!(person_dir("李小龙").len(), 16);
+        let names = ["Ada".to_string(), "Alan".to_string()];
+        assert!(check_person_dirs(&names).is_ok());
     }
 }

@@ -4,10 +4,10 @@
 //! - step 5, [`consistency`]: a name is kept when the largest faces of its generated
 //!   images agree: at least [`MIN_GENERATED_FACES`] images show a face and the mean cosine
 //!   over all pairs of those faces is `>= threshold`;
-//! - step 7, [`match_real`]: a real image is kept when a face in it matches the person's
-//!   generated faces (mean cosine with them `>= threshold`) and that face is the largest
-//!   one, the face `dataset build` crops. Images without a face, or whose faces all fall
-//!   short, are dropped.
+//! - step 7, [`match_real`]: each face of a real image scores its mean cosine with the
+//!   person's generated faces; the image is kept when the best-scoring face reaches
+//!   `threshold` and is the largest face (the one `dataset build` crops). Images without a
+//!   face, whose best face falls short, or whose best face is not the largest are dropped.
 use burn::tensor::backend::Backend;
 use image::RgbImage;
 use serde::Serialize;
@@ -118,7 +118,7 @@ pub fn match_real(faces: &[Vec<f32>], generated: &[Vec<f32>], threshold: f64) ->
     );
     let reason = match best {
         None => Some("no face".to_string()),
-        Some((_, s)) if s < threshold => Some(if faces.len() == 1 {
+        Some((_, s)) if s.is_nan() || s < threshold => Some(if faces.len() == 1 {
             format!("the face does not match (cosine {s:.4})")
         } else {
             format!("none of {} faces matches (best cosine {s:.4})", faces.len())

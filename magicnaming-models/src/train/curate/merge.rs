@@ -62,6 +62,13 @@ pub fn merge_curations<B: Backend>(
     let count = field(&states[0].inputs, "shard_count", first)?
         .as_u64()
         .unwrap_or(0) as usize;
+    if count == 0 || count != shards.len() {
+        return Err(ModelError::InvalidInput(format!(
+            "{} is one of {count} shards, but {} folders were given",
+            first.display(),
+            shards.len()
+        )));
+    }
     let mut seen = vec![None::<&PathBuf>; count];
     for (dir, s) in shards.iter().zip(&states) {
         let mut a = s.inputs.clone();
@@ -71,10 +78,20 @@ pub fn merge_curations<B: Backend>(
             v.as_object_mut().map(|o| o.remove("shard"));
         }
         if a != b {
+            let differ: Vec<String> = match (a.as_object(), b.as_object()) {
+                (Some(a), Some(b)) => a
+                    .iter()
+                    .filter(|(k, v)| b.get(*k) != Some(v))
+                    .map(|(k, _)| k.clone())
+                    .chain(b.keys().filter(|k| !a.contains_key(*k)).cloned())
+                    .collect(),
+                _ => vec!["inputs".into()],
+            };
             return Err(ModelError::InvalidInput(format!(
-                "{} and {} are curations of different inputs or settings",
+                "{} and {} are curations of different inputs or settings ({} differ)",
                 first.display(),
-                dir.display()
+                dir.display(),
+                differ.join(", ")
             )));
         }
         match seen.get_mut(index) {
@@ -103,13 +120,17 @@ pub fn merge_curations<B: Backend>(
     inputs["shard"] = json!(0);
     inputs["shard_count"] = json!(1);
     let state = super::run::open_state(out, &inputs)?;
-    if !state.done.is_empty() {
-        return Err(ModelError::InvalidInput(format!(
-            "{} already holds a curation: choose an empty folder",
-            out.display()
-        )));
-    }
     let out = &exists(out, "the output folder")?;
+    // A merge whose files are all written (stopped in its build) goes on with the build.
+    if state.done.len() < STEPS.len() {
+        join_files(shards, out, &inputs)?;
+    }
+    build_merged::<B>(&inputs, first, out, device)
+}
+
+/// Every step's record and manifest, the generated faces and the kept images of `shards`
+/// joined into `out`; `curate.json` marks all steps done last.
+fn join_files(shards: &[PathBuf], out: &Path, inputs: &Value) -> Result<()> {
     // Records and manifests of every step.
     for (step, _) in STEPS {
         let records = shards
@@ -123,13 +144,31 @@ pub fn merge_curations<B: Backend>(
             for (name, entries) in read_people(&manifest_path(&d, step))? {
                 if step == 8 {
                     for e in &entries {
-                        if Path::new(&e.image).is_relative() {
+                        let rel = Path::new(&e.image);
+                        if rel.is_relative() {
+                            if !rel
+                                .components()
+                                .all(|c| matches!(c, std::path::Component::Normal(_)))
+                            {
+                                return Err(ModelError::config(
+                                    manifest_path(&d, step),
+                                    format!("image path {:?} leaves the folder", e.image),
+                                ));
+                            }
                             let (from, to) = (entry_path(&d, e), entry_path(out, e));
                             if let Some(parent) = to.parent() {
                                 std::fs::create_dir_all(parent)
                                     .map_err(|err| ModelError::io(parent, err))?;
                             }
-                            std::fs::copy(&from, &to).map_err(|err| ModelError::io(&from, err))?;
+                            std::fs::copy(&from, &to).map_err(|err| {
+                                ModelError::io(
+                                    &from,
+                                    std::io::Error::new(
+                                        err.kind(),
+                                        format!("copying to {}: {err}", to.display()),
+                                    ),
+                                )
+                            })?;
                         }
                     }
                 }
@@ -152,22 +191,36 @@ pub fn merge_curations<B: Backend>(
             inputs: inputs.clone(),
             done: STEPS.iter().map(|s| s.0).collect(),
         },
-    )?;
-    // The build, with what the shards recorded.
+    )
+}
+
+/// The build of the joined manifest, with the settings the shards recorded.
+fn build_merged<B: Backend>(
+    inputs: &Value,
+    first: &Path,
+    out: &Path,
+    device: &B::Device,
+) -> Result<CurateReport> {
     let path = |k: &str| -> Result<Option<PathBuf>> {
-        Ok(field(&inputs, k, first)?.as_str().map(PathBuf::from))
+        Ok(field(inputs, k, first)?.as_str().map(PathBuf::from))
     };
     let required = |k: &str| -> Result<PathBuf> {
         path(k)?.ok_or_else(|| ModelError::config(first, format!("inputs lack {k:?}")))
     };
-    let b = field(&inputs, "build", first)?;
-    let num = |k: &str| field(b, k, first).map(|v| v.as_f64().unwrap_or(f64::NAN));
+    let b = field(inputs, "build", first)?;
+    let int = |k: &str| {
+        field(b, k, first)?.as_u64().ok_or_else(|| {
+            ModelError::config(first, format!("build setting {k:?} is not a whole number"))
+        })
+    };
     let config = BuildConfig {
-        num_tokens: num("num_tokens")? as usize,
-        val_fraction: num("val_fraction")?,
-        seed: num("seed")? as u64,
-        batch_size: num("batch_size")? as usize,
-        shard_rows: num("shard_rows")? as usize,
+        num_tokens: int("num_tokens")? as usize,
+        val_fraction: field(b, "val_fraction", first)?.as_f64().ok_or_else(|| {
+            ModelError::config(first, "build setting \"val_fraction\" is not a number")
+        })?,
+        seed: int("seed")?,
+        batch_size: int("batch_size")? as usize,
+        shard_rows: int("shard_rows")? as usize,
         stop_after: None,
         input_crop: serde_json::from_value::<InputCrop>(field(b, "input_crop", first)?.clone())
             .map_err(|e| ModelError::config(first, e.to_string()))?,

@@ -20,7 +20,10 @@ mod steps;
 
 pub use captions::{CaptionRecord, ImageSource, Skipped, read_records};
 pub use extract::{ExtractReport, extract_names};
-pub use filter::{Dedup, Dropped, FilterConfig, FilterReport, deduplicate, filter_manifest};
+pub use filter::{
+    Dedup, Dropped, FilterConfig, FilterReport, Verdict, dedup_rule, deduplicate, enough_images,
+    filter_manifest,
+};
 pub use generate::{GenerateConfig, generate_images, generated_images, person_dir};
 pub use identity::{Consistency, RealMatch, consistency, match_real, mean_pairwise_cosine};
 pub use merge::merge_curations;

@@ -13,11 +13,15 @@ use crate::{ModelError, Result};
 /// Most rows read from one shard's parquet (img2dataset writes 10 000 per shard).
 pub const MAX_PARQUET_ROWS: i64 = 10_000_000;
 
+/// Longest caption kept, in bytes (LAION's are a few hundred); longer ones are refused.
+pub const MAX_CAPTION_BYTES: usize = 1 << 16;
+
 /// Captions by key from an img2dataset parquet; rows whose caption is null are left out.
 ///
 /// # Errors
 /// An unreadable or malformed parquet file, one without a `key` or a `caption` column, a
-/// non-string key or caption, more than [`MAX_PARQUET_ROWS`] rows (all naming the file).
+/// non-string key or caption, more than [`MAX_PARQUET_ROWS`] rows, a caption over
+/// [`MAX_CAPTION_BYTES`] (all naming the file).
 pub fn read_captions(path: &Path) -> Result<BTreeMap<String, String>> {
     let bad = |m: String| ModelError::config(path, m);
     let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
@@ -51,6 +55,9 @@ pub fn read_captions(path: &Path) -> Result<BTreeMap<String, String>> {
         .map_err(|e| bad(e.to_string()))?;
     let mut out = BTreeMap::new();
     for (i, row) in rows.enumerate() {
+        if i as i64 >= MAX_PARQUET_ROWS {
+            return Err(bad(format!("over {MAX_PARQUET_ROWS} rows for one shard")));
+        }
         let row = row.map_err(|e| bad(format!("row {i}: {e}")))?;
         let (mut key, mut caption) = (None, None);
         for (name, field) in row.get_column_iter() {
@@ -65,6 +72,14 @@ pub fn read_captions(path: &Path) -> Result<BTreeMap<String, String>> {
                 "key" => key = value,
                 _ => caption = value,
             }
+        }
+        if caption
+            .as_ref()
+            .is_some_and(|c| c.len() > MAX_CAPTION_BYTES)
+        {
+            return Err(bad(format!(
+                "row {i}: a caption over {MAX_CAPTION_BYTES} bytes"
+            )));
         }
         if let (Some(k), Some(c)) = (key, caption) {
             out.insert(k, c.trim().to_string());

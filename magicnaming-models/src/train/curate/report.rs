@@ -108,7 +108,15 @@ impl StepRecord {
     pub fn read(out: &Path, step: u8) -> Result<Self> {
         let path = Self::path(out, step);
         let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
-        serde_json::from_str(&text).map_err(|e| ModelError::config(&path, e.to_string()))
+        let r: Self =
+            serde_json::from_str(&text).map_err(|e| ModelError::config(&path, e.to_string()))?;
+        if r.step != step {
+            return Err(ModelError::config(
+                &path,
+                format!("holds step {}, not {step}", r.step),
+            ));
+        }
+        Ok(r)
     }
 }
 
@@ -223,9 +231,15 @@ pub fn funnel_table(rows: &[FunnelRow]) -> String {
 /// Writes `OUT/report.json` (the funnel) and returns the rows.
 ///
 /// # Errors
-/// As [`funnel`]; I/O.
+/// As [`funnel`]; no step record in `out` (nothing is written then); I/O.
 pub fn write_report(out: &Path) -> Result<Vec<FunnelRow>> {
     let rows = funnel(out)?;
+    if rows.is_empty() {
+        return Err(ModelError::InvalidInput(format!(
+            "{} holds no curation step records (steps/*.json)",
+            out.display()
+        )));
+    }
     let text = serde_json::to_string_pretty(&serde_json::json!({ "funnel": rows }))
         .expect("serialises")
         + "\n";

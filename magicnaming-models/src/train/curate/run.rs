@@ -5,7 +5,7 @@
 //! OUT/curate.json                 the inputs and settings, and the steps finished
 //! OUT/steps/1-extract/            step 1-2 output of `extract_names` (images/ from tar shards)
 //! OUT/steps/<n>-<step>.json       what each step did (StepRecord: per person, every drop)
-//! OUT/steps/<n>-<step>.jsonl      the manifest each step leaves
+//! OUT/steps/<n>-<step>.jsonl      the manifest each step leaves (image paths relative to OUT)
 //! OUT/steps/4-generate/<person>/  generated images (unless reused with `generated`)
 //! OUT/steps/5-faces.safetensors   each kept name's generated face embeddings
 //! OUT/manifest.jsonl              step 8's manifest (image paths relative to OUT)
@@ -34,7 +34,8 @@ use super::steps::{
 };
 use crate::clip::tower::ClipVisionTower;
 use crate::eval::IdentityScorer;
-use crate::face::{FaceDetector, FaceRecognizer};
+use crate::face::{FaceDetector, FaceRecognizer, MtcnnConfig};
+use crate::name_encoder::InputCrop;
 use crate::train::build::{BuildConfig, BuildSources, build_dataset};
 use crate::train::dataset::DatasetIndex;
 use crate::train::manifest::fnv1a64;
@@ -160,6 +161,13 @@ fn check_config(c: &CurateConfig) -> Result<()> {
             c.generate.count
         )));
     }
+    if c.shard.count == 0 || c.shard.index >= c.shard.count {
+        return Err(ModelError::InvalidInput(format!(
+            "shard {} is not one of 0..{}",
+            c.shard.index, c.shard.count
+        )));
+    }
+    crate::train::build::check_config(&c.build)?;
     if c.min_images == 0 {
         return Err(ModelError::InvalidInput(
             "--min-images must be at least 1".into(),
@@ -215,7 +223,10 @@ pub(super) fn open_state(out: &Path, inputs: &Value) -> Result<CurateState> {
         let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
         let state: CurateState =
             serde_json::from_str(&text).map_err(|e| ModelError::config(&path, e.to_string()))?;
-        if let (Some(old), Some(new)) = (state.inputs.as_object(), inputs.as_object()) {
+        let Some(old) = state.inputs.as_object() else {
+            return Err(ModelError::config(&path, "`inputs` is not an object"));
+        };
+        if let Some(new) = inputs.as_object() {
             let changed: Vec<&str> = new
                 .iter()
                 .filter(|(k, v)| old.get(*k) != Some(v))
@@ -324,8 +335,9 @@ pub(super) struct Outcome {
 /// reports the long steps.
 ///
 /// # Errors
-/// Bad settings, names file or input, missing models (all before any step runs); `out`
-/// holding something else; a step's failure (the folder stays resumable).
+/// Bad thresholds or build settings, a bad names file, missing models or input (all before
+/// any step runs; a bad input file is found by step 1); `out` holding something else; a
+/// step's failure (the folder stays resumable).
 pub fn curate<B: Backend>(
     sources: &CurateSources,
     config: &CurateConfig,
@@ -399,8 +411,12 @@ pub fn curate<B: Backend>(
     // Steps 5 and 7 share the face models.
     let faces_file = out.join(FACES_FILE);
     let scorer = || -> Result<IdentityScorer<B>> {
+        let mut detect = MtcnnConfig::default();
+        if let InputCrop::Face { min_face_size, .. } = config.build.input_crop {
+            detect.min_face_size = min_face_size;
+        }
         Ok(IdentityScorer::new(
-            FaceDetector::load(sources.detector.as_deref(), device)?,
+            FaceDetector::load(sources.detector.as_deref(), device)?.with_config(detect),
             Some(FaceRecognizer::load(&sources.recognizer, device)?),
         ))
     };

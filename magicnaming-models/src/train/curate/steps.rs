@@ -6,8 +6,8 @@ use burn::tensor::backend::Backend;
 use serde_json::{Value, json};
 
 use super::extract::extract_names;
-use super::filter::deduplicate;
-use super::generate::{generate_images, generated_images, person_dir};
+use super::filter::{deduplicate, enough_images};
+use super::generate::{check_person_dirs, generate_images, generated_images, person_dir};
 use super::identity::{MIN_GENERATED_FACES, all_faces, consistency, match_real};
 use super::names::NameList;
 use super::report::{DroppedImage, PersonStep, StepRecord};
@@ -104,6 +104,7 @@ pub(super) fn generate_step<B: Backend>(
     progress: &mut dyn FnMut(u8, usize, usize),
 ) -> Result<Outcome> {
     let names: Vec<String> = people.keys().cloned().collect();
+    check_person_dirs(&names)?;
     let g = &config.generate;
     if sources.generated.is_some() {
         let mut missing = Vec::new();
@@ -169,9 +170,9 @@ pub(super) fn consistency_step<B: Backend>(
         let files = generated_images(dir, &name)?;
         let mut faces = Vec::new();
         for f in &files {
-            match load_rgb(f) {
-                Ok(img) => faces.extend(scorer.embed(&img)?.embedding),
-                Err(e) => log::warn!("{name:?}: generated image skipped: {e}"),
+            match load_rgb(f).and_then(|img| scorer.embed(&img)) {
+                Ok(e) => faces.extend(e.embedding),
+                Err(e) => log::warn!("{name:?}: {} counts as no face: {e}", f.display()),
             }
         }
         let c = consistency(files.len(), &faces, thr);
@@ -341,7 +342,10 @@ pub(super) fn match_step<B: Backend>(
             done += 1;
             let reason = match load_rgb(&entry_path(out, e)) {
                 Err(err) => Some(relative_to(out, &format!("unreadable: {err}"))),
-                Ok(img) => match_real(&all_faces(scorer, &img)?, gen_faces, thr).reason,
+                Ok(img) => match all_faces(scorer, &img) {
+                    Ok(faces) => match_real(&faces, gen_faces, thr).reason,
+                    Err(err) => Some(relative_to(out, &format!("faces not usable: {err}"))),
+                },
             };
             match reason {
                 Some(reason) => r.dropped.push(DroppedImage {
@@ -378,7 +382,7 @@ pub(super) fn quantity_step(config: &CurateConfig, people: People) -> Outcome {
     let mut r = StepRecord::new(8, json!({"min_images": min}));
     let mut kept = People::new();
     for (name, entries) in people {
-        if entries.len() < min {
+        if !enough_images(entries.len(), min) {
             let reason = format!("only {} images (fewer than {min})", entries.len());
             dropped_person(&name, &entries, &reason, Value::Null, &mut r);
         } else {
