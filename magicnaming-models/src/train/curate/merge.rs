@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::Backend;
 use serde_json::{Value, json};
 
+use super::config::CurateSources;
+use super::people::{People, entry_path, manifest_path, read_people, write_people};
 use super::report::{STEPS, StepRecord, merge_records, write_report};
 use super::run::{
-    CURATE_STATE_FILE, CurateReport, CurateSources, CurateState, FACES_FILE, People, build,
-    entry_path, exists, manifest_path, read_people, save_state, write_people,
+    CURATE_STATE_FILE, CurateReport, CurateState, FACES_FILE, build, exists, save_state,
 };
 use super::steps::{read_faces, write_faces};
 use crate::name_encoder::InputCrop;

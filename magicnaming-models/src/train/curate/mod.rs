@@ -6,6 +6,7 @@
 //! and 7), [`filter`] (steps 6 and 8 on a manifest), [`report`] (what each step did, and
 //! the funnel).
 pub mod captions;
+pub mod config;
 pub mod extract;
 pub mod filter;
 pub mod generate;
@@ -13,12 +14,14 @@ pub mod identity;
 pub mod merge;
 pub mod names;
 pub mod parquet;
+pub mod people;
 pub mod report;
 pub mod run;
 pub mod shard;
 mod steps;
 
 pub use captions::{CaptionRecord, ImageSource, Skipped, read_records};
+pub use config::{CurateConfig, CurateSources};
 pub use extract::{ExtractReport, extract_names};
 pub use filter::{
     Dedup, Dropped, FilterConfig, FilterReport, Verdict, dedup_rule, deduplicate, enough_images,
@@ -29,6 +32,6 @@ pub use identity::{Consistency, RealMatch, consistency, match_real, mean_pairwis
 pub use merge::merge_curations;
 pub use names::{Found, NameList, words};
 pub use report::{FunnelRow, StepRecord, funnel, funnel_table, write_report};
-pub use run::{CurateConfig, CurateReport, CurateSources, curate};
+pub use run::{CurateReport, curate};
 pub use shard::ShardSpec;
 pub use steps::read_faces;

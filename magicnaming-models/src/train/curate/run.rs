@@ -17,18 +17,16 @@
 //! files; [`super::merge`] joins them. A step's outputs are written atomically and the step
 //! is recorded as finished after them: a rerun with the same inputs continues at the first
 //! unfinished step (step 4 also keeps the images already drawn); other inputs are refused.
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::generate::GenerateConfig;
-use super::identity::MIN_GENERATED_FACES;
+use super::config::{CurateConfig, CurateSources, check_config};
 use super::names::NameList;
-use super::report::{DroppedImage, FunnelRow, PersonStep, StepRecord, write_report};
-use super::shard::ShardSpec;
+use super::people::{Outcome, People, count, manifest_path, pass, read_people, write_people};
+use super::report::{FunnelRow, StepRecord, write_report};
 use super::steps::{
     consistency_step, dedup_step, extract_step, generate_step, match_step, quantity_step,
 };
@@ -47,66 +45,6 @@ pub const FACES_FILE: &str = "steps/5-faces.safetensors";
 /// The state file of a curation folder.
 pub const CURATE_STATE_FILE: &str = "curate.json";
 
-/// What a curation reads.
-#[derive(Debug, Clone)]
-pub struct CurateSources {
-    /// Captioned images: `.jsonl` / `.csv` or a folder of webdataset `.tar` shards.
-    pub input: PathBuf,
-    /// The people (`Name<TAB>alias...` per line).
-    pub names: PathBuf,
-    /// SDXL (diffusers folder or single file): generation and the build's text encoders.
-    pub model: PathBuf,
-    /// Diffusers-style configuration folder for a single file of non-standard size.
-    pub config: Option<PathBuf>,
-    /// CLIP_L image tower (near-duplicates and the build).
-    pub tower_l: PathBuf,
-    /// CLIP_G image tower (the build).
-    pub tower_g: PathBuf,
-    /// Face recognizer (insightface ONNX or arcface_torch `.pth`).
-    pub recognizer: PathBuf,
-    /// MTCNN weights (facenet-pytorch's, built in when `None`).
-    pub detector: Option<PathBuf>,
-    /// Generated images made elsewhere, laid out as step 4 writes them; step 4 then draws
-    /// nothing.
-    pub generated: Option<PathBuf>,
-}
-
-/// Thresholds and settings of a curation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CurateConfig {
-    /// Keep captions naming several people (one entry each).
-    pub allow_multi: bool,
-    /// The part of the people this run handles.
-    pub shard: ShardSpec,
-    /// Step 4.
-    pub generate: GenerateConfig,
-    /// Step 5: mean pairwise cosine of a name's generated faces.
-    pub gen_consistency: f64,
-    /// Step 6: near-duplicate CLIP cosine.
-    pub dedup: f64,
-    /// Step 7: mean cosine of a real face with the person's generated faces.
-    pub real_match: f64,
-    /// Step 8: images a person needs.
-    pub min_images: usize,
-    /// The build after step 8.
-    pub build: BuildConfig,
-}
-
-impl Default for CurateConfig {
-    fn default() -> Self {
-        Self {
-            allow_multi: false,
-            shard: ShardSpec::WHOLE,
-            generate: GenerateConfig::default(),
-            gen_consistency: 0.5,
-            dedup: 0.95,
-            real_match: 0.4,
-            min_images: 6,
-            build: BuildConfig::default(),
-        }
-    }
-}
-
 /// `curate.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CurateState {
@@ -123,57 +61,6 @@ pub struct CurateReport {
     pub funnel: Vec<FunnelRow>,
     /// The built dataset (a run over all people only).
     pub dataset: Option<DatasetIndex>,
-}
-
-/// One manifest entry in a curation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    /// As manifests write it: relative to the curation folder, or absolute.
-    pub image: String,
-    /// Caption.
-    pub caption: Option<String>,
-}
-
-/// Each person's images, people by name, images in input order.
-pub type People = BTreeMap<String, Vec<Entry>>;
-
-fn check_config(c: &CurateConfig) -> Result<()> {
-    let cos = |v: f64, flag: &str| {
-        if (-1.0..=1.0).contains(&v) {
-            Ok(())
-        } else {
-            Err(ModelError::InvalidInput(format!(
-                "{flag} must be a cosine in [-1, 1], got {v}"
-            )))
-        }
-    };
-    cos(c.gen_consistency, "--gen-consistency")?;
-    cos(c.real_match, "--real-match")?;
-    if !(c.dedup > 0.0 && c.dedup <= 1.0) {
-        return Err(ModelError::InvalidInput(format!(
-            "--dedup must be a cosine in (0, 1], got {}",
-            c.dedup
-        )));
-    }
-    if c.generate.count < MIN_GENERATED_FACES {
-        return Err(ModelError::InvalidInput(format!(
-            "--gen-count must be at least {MIN_GENERATED_FACES} (step 5 compares faces), got {}",
-            c.generate.count
-        )));
-    }
-    if c.shard.count == 0 || c.shard.index >= c.shard.count {
-        return Err(ModelError::InvalidInput(format!(
-            "shard {} is not one of 0..{}",
-            c.shard.index, c.shard.count
-        )));
-    }
-    crate::train::build::check_config(&c.build)?;
-    if c.min_images == 0 {
-        return Err(ModelError::InvalidInput(
-            "--min-images must be at least 1".into(),
-        ));
-    }
-    Ok(())
 }
 
 pub(super) fn exists(path: &Path, what: &str) -> Result<PathBuf> {
@@ -263,72 +150,6 @@ pub(super) fn save_state(out: &Path, state: &CurateState) -> Result<()> {
         &out.join(CURATE_STATE_FILE),
         text.as_bytes(),
     )?)
-}
-
-/// The manifest file step `step` leaves.
-pub fn manifest_path(out: &Path, step: u8) -> PathBuf {
-    StepRecord::path(out, step).with_extension("jsonl")
-}
-
-/// Writes `people` as a manifest (`dataset build` reads it; image paths relative to the
-/// curation folder the manifest sits in, or absolute).
-///
-/// # Errors
-/// I/O.
-pub fn write_people(path: &Path, people: &People) -> Result<()> {
-    let mut text = String::new();
-    for (name, entries) in people {
-        for e in entries {
-            let mut line = json!({"image": e.image, "name": name});
-            if let Some(c) = &e.caption {
-                line["caption"] = json!(c);
-            }
-            text += &line.to_string();
-            text.push('\n');
-        }
-    }
-    Ok(magicnaming_core::write_atomic(path, text.as_bytes())?)
-}
-
-/// Reads a manifest [`write_people`] wrote.
-///
-/// # Errors
-/// A missing or malformed file (named, with the line).
-pub fn read_people(path: &Path) -> Result<People> {
-    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-    let mut people = People::new();
-    for (i, line) in text.lines().enumerate() {
-        let bad = |m: String| ModelError::Manifest {
-            path: path.to_path_buf(),
-            line: i + 1,
-            message: m,
-        };
-        let v: Value = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
-        let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-        let (Some(image), Some(name)) = (field("image"), field("name")) else {
-            return Err(bad("needs string fields image and name".into()));
-        };
-        people.entry(name).or_default().push(Entry {
-            image,
-            caption: field("caption"),
-        });
-    }
-    Ok(people)
-}
-
-/// The file of an entry.
-pub fn entry_path(out: &Path, e: &Entry) -> PathBuf {
-    out.join(&e.image)
-}
-
-pub(super) fn count(people: &People) -> usize {
-    people.values().map(Vec::len).sum()
-}
-
-/// A step that keeps or drops whole people and images.
-pub(super) struct Outcome {
-    pub(super) record: StepRecord,
-    pub(super) people: People,
 }
 
 /// Runs a curation into `out` (see the module docs); `progress(step, done, total)`
@@ -454,40 +275,6 @@ pub fn curate<B: Backend>(
     };
     let funnel = write_report(out)?;
     Ok(CurateReport { funnel, dataset })
-}
-
-pub(super) fn pass(n: usize, detail: Value) -> PersonStep {
-    PersonStep {
-        images_in: n,
-        images_out: n,
-        kept: true,
-        detail,
-    }
-}
-
-pub(super) fn dropped_person(
-    name: &str,
-    entries: &[Entry],
-    reason: &str,
-    detail: Value,
-    r: &mut StepRecord,
-) {
-    r.people.insert(
-        name.to_string(),
-        PersonStep {
-            images_in: entries.len(),
-            images_out: 0,
-            kept: false,
-            detail,
-        },
-    );
-    for e in entries {
-        r.dropped.push(DroppedImage {
-            name: name.to_string(),
-            image: e.image.clone(),
-            reason: reason.to_string(),
-        });
-    }
 }
 
 /// The build of step 8's manifest into `OUT/dataset` (nothing when no one is left).

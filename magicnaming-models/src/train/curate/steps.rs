@@ -1,20 +1,18 @@
-//! The work of each curation step ([`super::run`] orders them and keeps the state).
+//! The work of each curation step (`run.rs` orders them and keeps the state).
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use serde_json::{Value, json};
 
+use super::config::{CurateConfig, CurateSources};
 use super::extract::extract_names;
 use super::filter::{deduplicate, enough_images};
 use super::generate::{check_person_dirs, generate_images, generated_images, person_dir};
 use super::identity::{MIN_GENERATED_FACES, all_faces, consistency, match_real};
 use super::names::NameList;
+use super::people::{Entry, Outcome, People, count, dropped_person, entry_path, pass, read_people};
 use super::report::{DroppedImage, PersonStep, StepRecord};
-use super::run::{
-    CurateConfig, CurateSources, Entry, Outcome, People, dropped_person, entry_path, pass,
-    read_people,
-};
 use crate::clip::tower::ClipVisionTower;
 use crate::eval::IdentityScorer;
 use crate::face::load_rgb;
@@ -330,7 +328,7 @@ pub(super) fn match_step<B: Backend>(
     let generated = read_faces(faces_file)?;
     let thr = config.real_match;
     let mut r = StepRecord::new(7, json!({"real_match": thr}));
-    let total = super::run::count(&people);
+    let total = count(&people);
     let mut done = 0;
     let mut kept = People::new();
     for (name, entries) in people {
