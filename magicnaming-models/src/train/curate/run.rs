@@ -178,7 +178,14 @@ pub fn curate<B: Backend>(
     let out = &exists(out, "the output folder")?;
     let shard = config.shard;
 
-    let done = |state: &CurateState, step: u8| state.done.contains(&step);
+    // Steps finish in order, so the finished ones are 1..=last; a rerun starts from the
+    // manifest the last one left.
+    let last = state.done.iter().copied().max().unwrap_or(0);
+    let mut people = if last >= 2 {
+        read_people(&manifest_path(out, last))?
+    } else {
+        People::new()
+    };
     let finish = |state: &mut CurateState, o: Outcome| -> Result<People> {
         let step = o.record.step;
         write_people(&manifest_path(out, step), &o.people)?;
@@ -195,9 +202,7 @@ pub fn curate<B: Backend>(
         Ok(o.people)
     };
     // Steps 1 and 2.
-    let mut people = if done(&state, 2) {
-        read_people(&manifest_path(out, 2))?
-    } else {
+    if last < 2 {
         let (r1, o2) = extract_step(
             &exists(&sources.input, "the input")?,
             sources,
@@ -206,12 +211,10 @@ pub fn curate<B: Backend>(
             out,
         )?;
         finish(&mut state, r1)?;
-        finish(&mut state, o2)?
-    };
+        people = finish(&mut state, o2)?;
+    }
     // Step 3: the names are text-coded where they are used (step 4, the build).
-    if done(&state, 3) {
-        people = read_people(&manifest_path(out, 3))?;
-    } else {
+    if last < 3 {
         let mut r = StepRecord::new(3, json!({"num_tokens": config.build.num_tokens}));
         for (name, e) in &people {
             r.people.insert(name.clone(), pass(e.len(), Value::Null));
@@ -223,9 +226,7 @@ pub fn curate<B: Backend>(
         Some(g) => exists(g, "the --generated folder")?,
         None => out.join("steps/4-generate"),
     };
-    if done(&state, 4) {
-        people = read_people(&manifest_path(out, 4))?;
-    } else {
+    if last < 4 {
         let o = generate_step::<B>(sources, config, &people, &generated_dir, device, progress)?;
         people = finish(&mut state, o)?;
     }
@@ -241,30 +242,22 @@ pub fn curate<B: Backend>(
             Some(FaceRecognizer::load(&sources.recognizer, device)?),
         ))
     };
-    if done(&state, 5) {
-        people = read_people(&manifest_path(out, 5))?;
-    } else {
+    if last < 5 {
         let o = consistency_step(&scorer()?, config, people, &generated_dir, &faces_file)?;
         people = finish(&mut state, o)?;
     }
-    if done(&state, 6) {
-        people = read_people(&manifest_path(out, 6))?;
-    } else {
+    if last < 6 {
         let tower = ClipVisionTower::<B>::load(&sources.tower_l, device)?;
         let o = dedup_step(&tower, config, people, out)?;
         people = finish(&mut state, o)?;
     }
-    if done(&state, 7) {
-        people = read_people(&manifest_path(out, 7))?;
-    } else {
+    if last < 7 {
         let o = match_step(&scorer()?, config, people, out, &faces_file, progress)?;
         people = finish(&mut state, o)?;
     }
-    if !done(&state, 8) {
+    if last < 8 {
         let o = quantity_step(config, people);
         people = finish(&mut state, o)?;
-    } else {
-        people = read_people(&manifest_path(out, 8))?;
     }
     write_people(&out.join("manifest.jsonl"), &people)?;
     let dataset = if shard.count == 1 {
