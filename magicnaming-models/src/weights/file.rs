@@ -8,6 +8,8 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::{ModelError, Result};
 
+use super::convert::{StoredTensors, converted};
+
 /// One tensor's place in a safetensors file (or in one shard of a sharded checkpoint).
 #[derive(Debug, Clone)]
 pub struct TensorEntry {
@@ -248,22 +250,10 @@ impl SafetensorsFile {
         let entry = self.entries.get(key).ok_or_else(|| {
             ModelError::weights(&self.path, format!("no tensor `{key}` in the file"))
         })?;
-        let bytes = &self.shards[entry.shard].1[entry.start..entry.end];
-        let values: Vec<f32> = match entry.dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => halves_to_f32(bytes, |h: &[half::f16], out| {
-                half::slice::HalfFloatSliceExt::convert_to_f32_slice(h, out)
-            }),
-            Dtype::BF16 => halves_to_f32(bytes, |h: &[half::bf16], out| {
-                half::slice::HalfFloatSliceExt::convert_to_f32_slice(h, out)
-            }),
-            Dtype::F64 => bytes
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
-                .collect(),
+        let width = match entry.dtype {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::BF16 => 2,
+            Dtype::F64 => 8,
             other => {
                 return Err(ModelError::weights(
                     &self.shards[entry.shard].0,
@@ -271,45 +261,19 @@ impl SafetensorsFile {
                 ));
             }
         };
-        Ok((values, entry.shape.clone()))
+        let bytes = &self.shards[entry.shard].1[entry.start..entry.end];
+        Ok((
+            converted(entry.dtype, bytes, bytes.len() / width, Vec::new()),
+            entry.shape.clone(),
+        ))
     }
 }
 
-/// Little-endian 16-bit floats (`f16` or `bf16`) to f32, a block at a time: each block is
-/// copied into an aligned buffer (the stored bytes may sit at any offset) and converted
-/// with `half`'s slice conversion (F16C / NEON instructions where the CPU has them).
-fn halves_to_f32<H: Copy + Default + HalfBits>(
-    bytes: &[u8],
-    convert: impl Fn(&[H], &mut [f32]),
-) -> Vec<f32> {
-    const BLOCK: usize = 4096;
-    let n = bytes.len() / 2;
-    let mut out = vec![0f32; n];
-    let mut buf = [H::default(); BLOCK];
-    for (src, dst) in bytes.chunks(2 * BLOCK).zip(out.chunks_mut(BLOCK)) {
-        let m = dst.len();
-        for (b, c) in buf[..m].iter_mut().zip(src.chunks_exact(2)) {
-            *b = H::from_bits(u16::from_le_bytes([c[0], c[1]]));
-        }
-        convert(&buf[..m], dst);
-    }
-    out
-}
-
-/// The 16-bit float types of `half`, built from their bits.
-trait HalfBits {
-    fn from_bits(bits: u16) -> Self;
-}
-
-impl HalfBits for half::f16 {
-    fn from_bits(bits: u16) -> Self {
-        half::f16::from_bits(bits)
-    }
-}
-
-impl HalfBits for half::bf16 {
-    fn from_bits(bits: u16) -> Self {
-        half::bf16::from_bits(bits)
+impl StoredTensors for SafetensorsFile {
+    fn raw(&self, key: &str) -> Option<(&[u8], Dtype, &[usize])> {
+        let entry = self.entries.get(key)?;
+        let bytes = &self.shards[entry.shard].1[entry.start..entry.end];
+        Some((bytes, entry.dtype, &entry.shape))
     }
 }
 

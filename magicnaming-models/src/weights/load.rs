@@ -1,12 +1,14 @@
 //! Remap tables and loading: a format's table maps stored keys (plus a transform) to burn
 //! module paths, and [`load_module_as`] applies them through burn-store's
 //! [`PyTorchToBurnAdapter`], reporting missing keys, unused keys and shape mismatches.
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::rc::Rc;
+use std::sync::Arc;
 
-use burn::module::ParamId;
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, FloatDType, TensorData};
+use burn::tensor::{DType, FloatDType, Tensor, TensorData};
 use burn_store::{
     ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, TensorSnapshot, TensorSnapshotError,
 };
@@ -14,27 +16,10 @@ use safetensors::Dtype;
 
 use crate::{ModelError, Result};
 
+pub use super::convert::Transform;
+use super::convert::{Job, convert_all};
 use super::dtype::{Precision, stored_dtype};
 use super::file::SafetensorsFile;
-
-/// How a stored tensor becomes the tensor a module parameter expects (in PyTorch layout;
-/// Linear transposition and norm renaming are left to [`PyTorchToBurnAdapter`]).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Transform {
-    /// As stored.
-    Identity,
-    /// Chunk `index` of `count` equal chunks along dim 0 (open_clip's fused `in_proj`).
-    Chunk {
-        /// Which chunk.
-        index: usize,
-        /// How many chunks.
-        count: usize,
-    },
-    /// A 2-D transpose (open_clip stores `text_projection` as `[hidden, proj]`).
-    Transpose,
-    /// Reshape to this shape (1x1 convolutions stored where Linear weights are expected).
-    Reshape(Vec<usize>),
-}
 
 /// One entry of a remap table: module path <- stored key (+ transform).
 #[derive(Debug, Clone)]
@@ -67,49 +52,6 @@ impl Mapped {
             target: target.into(),
             source: source.into(),
             transform,
-        }
-    }
-}
-
-fn apply_transform(
-    values: Vec<f32>,
-    shape: Vec<usize>,
-    t: &Transform,
-) -> std::result::Result<(Vec<f32>, Vec<usize>), String> {
-    match t {
-        Transform::Identity => Ok((values, shape)),
-        Transform::Chunk { index, count } => {
-            let rows = shape.first().copied().unwrap_or(0);
-            if rows % count != 0 {
-                return Err(format!(
-                    "dim 0 of shape {shape:?} does not split into {count} chunks"
-                ));
-            }
-            let per = rows / count;
-            let inner: usize = shape[1..].iter().product();
-            let start = index * per * inner;
-            let mut s = shape.clone();
-            s[0] = per;
-            Ok((values[start..start + per * inner].to_vec(), s))
-        }
-        Transform::Transpose => {
-            if shape.len() != 2 {
-                return Err(format!("cannot transpose shape {shape:?}"));
-            }
-            let (r, c) = (shape[0], shape[1]);
-            let mut out = vec![0f32; r * c];
-            for i in 0..r {
-                for j in 0..c {
-                    out[j * r + i] = values[i * c + j];
-                }
-            }
-            Ok((out, vec![c, r]))
-        }
-        Transform::Reshape(target) => {
-            if target.iter().product::<usize>() != values.len() {
-                return Err(format!("cannot reshape {shape:?} to {target:?}"));
-            }
-            Ok((values, target.clone()))
         }
     }
 }
@@ -166,47 +108,42 @@ pub fn load_module_as<B: Backend, M: ModuleSnapshot<B>>(
     dtype: FloatDType,
 ) -> Result<()> {
     let dtype = DType::from(dtype);
+    for m in &mapped {
+        if file.entry(&m.source).is_none() {
+            return Err(ModelError::weights(
+                file.path(),
+                format!("{what}: no tensor `{}`", m.source),
+            ));
+        }
+    }
+    // Every tensor is converted (and Linear weights transposed) before burn-store applies
+    // them, several at a time over the cores; each buffer then moves into its parameter.
+    let linear_paths = linear_weight_paths(module);
+    let jobs: Vec<Job<'_>> = mapped
+        .iter()
+        .map(|m| Job {
+            source: &m.source,
+            transform: &m.transform,
+            linear: linear_paths.contains(&m.target),
+        })
+        .collect();
+    let converted = convert_all(&**file, &jobs, dtype);
+    let linear: Vec<bool> = jobs.iter().map(|j| j.linear).collect();
     let mut snapshots = Vec::with_capacity(mapped.len());
     let mut source_of: BTreeMap<String, String> = BTreeMap::new();
-    for m in mapped {
-        let entry = file.entry(&m.source).ok_or_else(|| {
-            ModelError::weights(file.path(), format!("{what}: no tensor `{}`", m.source))
-        })?;
-        let shape = entry.shape.clone();
-        // The shape after the transform, computed without reading data.
-        let shape_after = match &m.transform {
-            Transform::Identity => shape.clone(),
-            Transform::Chunk { count, .. } => {
-                let mut s = shape.clone();
-                if let Some(first) = s.first_mut() {
-                    *first /= (*count).max(1);
-                }
-                s
-            }
-            Transform::Transpose => shape.iter().rev().copied().collect(),
-            Transform::Reshape(t) => t.clone(),
-        };
-        let (f, source, transform) = (Rc::clone(file), m.source.clone(), m.transform.clone());
+    let mut transposed = HashSet::new();
+    for ((m, data), job_linear) in mapped.into_iter().zip(converted).zip(linear) {
+        let data = data
+            .map_err(|e| ModelError::weights(file.path(), format!("{what}: `{}` {e}", m.source)))?;
+        let shape = data.shape.clone();
+        if job_linear && shape.len() == 2 {
+            transposed.insert(m.target.clone());
+        }
+        let slot = Cell::new(Some(data));
         let data_fn = Rc::new(
             move || -> std::result::Result<TensorData, TensorSnapshotError> {
-                let (values, shape) = f
-                    .read_f32(&source)
-                    .map_err(|e| TensorSnapshotError::DataError(e.to_string()))?;
-                let (values, shape) = apply_transform(values, shape, &transform)
-                    .map_err(|e| TensorSnapshotError::DataError(format!("`{source}`: {e}")))?;
-                if dtype == DType::F16 {
-                    let max = values.iter().fold(0f32, |m, v| m.max(v.abs()));
-                    if max > f32::from(half::f16::MAX) {
-                        return Err(TensorSnapshotError::DataError(format!(
-                            "`{source}` has values up to {max:e}, beyond f16's range: load it in f32 or bf16"
-                        )));
-                    }
-                }
-                let data = TensorData::new(values, shape);
-                Ok(if dtype == DType::F32 {
-                    data
-                } else {
-                    data.convert_dtype(dtype)
+                slot.take().ok_or_else(|| {
+                    TensorSnapshotError::DataError("tensor applied twice".to_string())
                 })
             },
         );
@@ -214,14 +151,17 @@ pub fn load_module_as<B: Backend, M: ModuleSnapshot<B>>(
         snapshots.push(TensorSnapshot::from_closure(
             data_fn,
             dtype,
-            shape_after.into(),
+            shape,
             path,
             Vec::new(),
             ParamId::new(),
         ));
         source_of.insert(m.target, m.source);
     }
-    let result = module.apply(snapshots, None, Some(Box::new(PyTorchLayout)), false);
+    let adapter = PyTorchLayout {
+        transposed: Arc::new(transposed),
+    };
+    let result = module.apply(snapshots, None, Some(Box::new(adapter)), false);
     let applied: HashSet<&str> = result.applied.iter().map(String::as_str).collect();
     let used = |target: &str| {
         applied.contains(target)
@@ -288,47 +228,26 @@ pub fn load_module_as<B: Backend, M: ModuleSnapshot<B>>(
 }
 
 /// burn-store's [`PyTorchToBurnAdapter`] (Linear weights transposed from PyTorch's
-/// `[out, in]` to burn's `[in, out]`, norm parameters renamed), with the transpose of f32
-/// weights done in cache-sized tiles: burn-store's copies element by element, which took
-/// most of an SDXL UNet's load time.
+/// `[out, in]` to burn's `[in, out]`, norm parameters renamed), except for the Linear
+/// weights [`convert_all`] already transposed (`transposed`, by module path).
 #[derive(Debug, Clone, Default)]
-struct PyTorchLayout;
+struct PyTorchLayout {
+    transposed: Arc<HashSet<String>>,
+}
 
 impl ModuleAdapter for PyTorchLayout {
     fn adapt(&self, snapshot: &TensorSnapshot) -> TensorSnapshot {
-        let linear_weight = snapshot.module_type().as_deref() == Some("Struct:Linear")
-            && snapshot
-                .path_stack
-                .as_ref()
-                .and_then(|p| p.last())
-                .is_some_and(|name| name == "weight")
-            && snapshot.shape.len() == 2
-            && snapshot.dtype == DType::F32;
-        if !linear_weight {
-            return PyTorchToBurnAdapter.adapt(snapshot);
-        }
-        let (rows, cols) = (snapshot.shape[0], snapshot.shape[1]);
-        let data_fn = snapshot.clone_data_fn();
-        let transposed = Rc::new(
-            move || -> std::result::Result<TensorData, TensorSnapshotError> {
-                let data = data_fn()?;
-                let values = data
-                    .as_slice::<f32>()
-                    .map_err(|e| TensorSnapshotError::DataError(format!("{e:?}")))?;
-                Ok(TensorData::new(
-                    transpose_tiled(values, rows, cols),
-                    [cols, rows],
-                ))
-            },
+        let (containers, path) = (
+            snapshot.container_stack.as_deref().unwrap_or_default(),
+            snapshot.path_stack.as_deref().unwrap_or_default(),
         );
-        TensorSnapshot::from_closure(
-            transposed,
-            snapshot.dtype,
-            vec![cols, rows].into(),
-            snapshot.path_stack.clone().unwrap_or_default(),
-            snapshot.container_stack.clone().unwrap_or_default(),
-            snapshot.tensor_id.unwrap_or_default(),
-        )
+        if is_linear_weight(containers, path, snapshot.shape.len())
+            && self.transposed.contains(&path.join("."))
+        {
+            snapshot.clone()
+        } else {
+            PyTorchToBurnAdapter.adapt(snapshot)
+        }
     }
 
     fn get_alternative_param_name(&self, param_name: &str, container_type: &str) -> Option<String> {
@@ -340,46 +259,48 @@ impl ModuleAdapter for PyTorchLayout {
     }
 }
 
-/// The `[cols, rows]` transpose of a row-major `[rows, cols]` matrix, in 32 x 32 tiles so
-/// that reads and writes both stay within a few cache lines; large matrices are split by
-/// output rows over the available cores.
-fn transpose_tiled(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const TILE: usize = 32;
-    let mut out = vec![0f32; rows * cols];
-    if rows == 0 || cols == 0 {
-        return out;
+/// Whether a parameter is a Linear layer's 2-D weight: the innermost user-defined module
+/// around it (burn-store's `module_type`) is a `Linear` and it is called `weight`.
+fn is_linear_weight(containers: &[String], path: &[String], rank: usize) -> bool {
+    rank == 2
+        && path.last().is_some_and(|name| name == "weight")
+        && containers
+            .iter()
+            .rev()
+            .find(|c| c.starts_with("Struct:") || c.starts_with("Enum:"))
+            .is_some_and(|c| c == "Struct:Linear")
+}
+
+/// The paths of `module`'s Linear weights (as burn-store's applier spells them), found
+/// without materialising any parameter.
+fn linear_weight_paths<B: Backend, M: Module<B>>(module: &M) -> HashSet<String> {
+    struct Visitor {
+        path: Vec<String>,
+        containers: Vec<String>,
+        found: HashSet<String>,
     }
-    // Output rows `j0..j0 + block.len() / rows` are input columns of the same numbers.
-    let fill = |j0: usize, block: &mut [f32]| {
-        let width = block.len() / rows;
-        for i0 in (0..rows).step_by(TILE) {
-            for i in i0..(i0 + TILE).min(rows) {
-                let src = &values[i * cols + j0..i * cols + j0 + width];
-                for (dj, &v) in src.iter().enumerate() {
-                    block[dj * rows + i] = v;
-                }
+    impl<B: Backend> ModuleVisitor<B> for Visitor {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.push(name.to_string());
+            self.containers.push(container_type.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+            self.containers.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<B, D>>) {
+            if is_linear_weight(&self.containers, &self.path, D) {
+                self.found.insert(self.path.join("."));
             }
         }
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per = cols.div_ceil(threads).next_multiple_of(TILE);
-    if threads == 1 || rows * cols < 1 << 20 {
-        for (b, block) in out.chunks_mut(TILE * rows).enumerate() {
-            fill(b * TILE, block);
-        }
-        return out;
     }
-    std::thread::scope(|scope| {
-        for (p, part) in out.chunks_mut(per * rows).enumerate() {
-            let fill = &fill;
-            scope.spawn(move || {
-                for (b, block) in part.chunks_mut(TILE * rows).enumerate() {
-                    fill(p * per + b * TILE, block);
-                }
-            });
-        }
-    });
-    out
+    let mut visitor = Visitor {
+        path: Vec::new(),
+        containers: Vec::new(),
+        found: HashSet::new(),
+    };
+    module.visit(&mut visitor);
+    visitor.found
 }
 
 /// Keys of `file` under `prefix`, with the prefix stripped.
@@ -405,35 +326,5 @@ pub fn linear_or_conv(
         Mapped::with(target, source, Transform::Reshape(shape[..2].to_vec()))
     } else {
         Mapped::new(target, source)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::transpose_tiled;
-
-    #[test]
-    fn tiled_transpose_is_a_transpose() {
-        // Sizes around and across the tile edge.
-        for (rows, cols) in [
-            (1, 1),
-            (3, 70),
-            (64, 33),
-            (65, 1),
-            (1100, 1000),
-            (1000, 1100),
-        ] {
-            let values: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
-            let t = transpose_tiled(&values, rows, cols);
-            for i in 0..rows {
-                for j in 0..cols {
-                    assert_eq!(
-                        t[j * rows + i],
-                        values[i * cols + j],
-                        "{rows}x{cols} at {i},{j}"
-                    );
-                }
-            }
-        }
     }
 }

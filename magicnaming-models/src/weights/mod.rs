@@ -2,8 +2,11 @@
 //!
 //! A checkpoint is read as safetensors (memory-mapped; F32, F16, BF16 and F64 tensors),
 //! each format's remap table (owned by the model family that reads it) turns its keys into the burn module
-//! paths, which follow transformers'/diffusers' names, and the tensors are applied through
-//! burn-store's [`burn_store::PyTorchToBurnAdapter`] (Linear transposition, norm `gamma`/`beta`).
+//! paths, which follow transformers'/diffusers' names. The tensors are converted to the
+//! run type several at a time over the cores (element conversion, the table's transform
+//! and Linear's transpose in one pass per tensor, into the buffer the parameter keeps)
+//! and applied through burn-store with [`burn_store::PyTorchToBurnAdapter`]'s names
+//! (norm `gamma`/`beta`).
 //! After loading, missing keys, unused keys and shape mismatches are errors that name
 //! the keys.
 //!
@@ -13,6 +16,7 @@
 //! type weights load in, applying remap tables with load reports, writing safetensors,
 //! and locating a model's files. Each model family owns the remap tables of the formats
 //! it reads (`clip::remap_text`, `unet::remap`, ...).
+mod convert;
 pub mod dtype;
 pub mod file;
 pub mod load;
