@@ -55,11 +55,19 @@ pub(crate) fn convert_all(
     order.sort_by_key(|&i| std::cmp::Reverse(out_len(file, &jobs[i])));
     // The buffers are allocated here, on the calling thread, and only filled by the
     // workers: memory a worker thread allocates stays with its allocator arena, where
-    // the buffers of models freed later were not reused by the next load (a 2.8 GB
+    // the buffers of models freed later were not reused by the next load (a 2.7 GiB
     // higher peak loading SDXL's text encoders, then its UNet).
     let queue: Vec<(usize, Vec<f32>)> = order
         .into_iter()
-        .map(|i| (i, Vec::with_capacity(out_len(file, &jobs[i]))))
+        .map(|i| {
+            // f16 / bf16 targets keep another buffer, which the conversion allocates.
+            let n = if dtype == DType::F32 {
+                out_len(file, &jobs[i])
+            } else {
+                0
+            };
+            (i, Vec::with_capacity(n))
+        })
         .collect();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -121,7 +129,7 @@ fn convert_one(
 ) -> Result<TensorData, String> {
     let (bytes, stored, shape) = file
         .raw(job.source)
-        .ok_or_else(|| "no such tensor in the file".to_string())?;
+        .ok_or_else(|| "is not in the file".to_string())?;
     let width = element_width(stored)?;
     // The values in stored order, their shape after the transform, and the matrix
     // `[rows, cols]` whose transpose the transform asks for.
@@ -129,19 +137,23 @@ fn convert_one(
         Transform::Identity => (bytes, shape.to_vec(), None),
         Transform::Reshape(target) => {
             if target.iter().product::<usize>() != shape.iter().product::<usize>() {
-                return Err(format!("cannot reshape {shape:?} to {target:?}"));
+                return Err(format!(
+                    "of shape {shape:?} cannot be reshaped to {target:?}"
+                ));
             }
             (bytes, target.clone(), None)
         }
         Transform::Chunk { index, count } => {
-            let rows = shape.first().copied().unwrap_or(0);
-            if *count == 0 || rows % count != 0 || index >= count {
+            let split = shape
+                .split_first()
+                .filter(|(rows, _)| *count > 0 && *rows % count == 0 && index < count);
+            let Some((rows, rest)) = split else {
                 return Err(format!(
-                    "dim 0 of shape {shape:?} does not split into {count} chunks"
+                    "of shape {shape:?} does not split into {count} chunks along dim 0"
                 ));
-            }
+            };
             let per = rows / count;
-            let inner: usize = shape[1..].iter().product();
+            let inner: usize = rest.iter().product();
             let start = index * per * inner * width;
             let mut s = shape.to_vec();
             s[0] = per;
@@ -149,7 +161,7 @@ fn convert_one(
         }
         Transform::Transpose => {
             let &[r, c] = shape else {
-                return Err(format!("cannot transpose shape {shape:?}"));
+                return Err(format!("of shape {shape:?} cannot be transposed"));
             };
             (bytes, vec![c, r], Some((r, c)))
         }
@@ -190,7 +202,7 @@ fn element_width(stored: Dtype) -> Result<usize, String> {
         Dtype::F32 => Ok(4),
         Dtype::F16 | Dtype::BF16 => Ok(2),
         Dtype::F64 => Ok(8),
-        other => Err(format!("dtype {other:?}; a float tensor was expected")),
+        other => Err(format!("has dtype {other:?}; a float tensor was expected")),
     }
 }
 
@@ -246,7 +258,8 @@ fn halves<H: Copy + Default + HalfBits>(
     dst: &mut [f32],
     convert: impl Fn(&[H], &mut [f32]),
 ) {
-    const BLOCK: usize = 1024;
+    // Small: the transposing conversion calls this for 32 elements at a time.
+    const BLOCK: usize = 64;
     let mut buf = [H::default(); BLOCK];
     for (src, dst) in src.chunks(2 * BLOCK).zip(dst.chunks_mut(BLOCK)) {
         let m = dst.len();
