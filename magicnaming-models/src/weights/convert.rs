@@ -197,7 +197,7 @@ fn convert_one(
 }
 
 /// Bytes per stored element of a float dtype.
-fn element_width(stored: Dtype) -> Result<usize, String> {
+pub(crate) fn element_width(stored: Dtype) -> Result<usize, String> {
     match stored {
         Dtype::F32 => Ok(4),
         Dtype::F16 | Dtype::BF16 => Ok(2),

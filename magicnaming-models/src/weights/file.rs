@@ -8,7 +8,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::{ModelError, Result};
 
-use super::convert::{StoredTensors, converted};
+use super::convert::{StoredTensors, converted, element_width};
 
 /// One tensor's place in a safetensors file (or in one shard of a sharded checkpoint).
 #[derive(Debug, Clone)]
@@ -250,17 +250,9 @@ impl SafetensorsFile {
         let entry = self.entries.get(key).ok_or_else(|| {
             ModelError::weights(&self.path, format!("no tensor `{key}` in the file"))
         })?;
-        let width = match entry.dtype {
-            Dtype::F32 => 4,
-            Dtype::F16 | Dtype::BF16 => 2,
-            Dtype::F64 => 8,
-            other => {
-                return Err(ModelError::weights(
-                    &self.shards[entry.shard].0,
-                    format!("tensor `{key}` has dtype {other:?}; a float tensor was expected"),
-                ));
-            }
-        };
+        let width = element_width(entry.dtype).map_err(|e| {
+            ModelError::weights(&self.shards[entry.shard].0, format!("tensor `{key}` {e}"))
+        })?;
         let bytes = &self.shards[entry.shard].1[entry.start..entry.end];
         Ok((
             converted(entry.dtype, bytes, bytes.len() / width, Vec::new()),
