@@ -11,6 +11,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
 use super::config::ClipActivation;
+use crate::nn::linear::linear;
 use crate::nn::norm;
 
 /// Configuration of [`ClipEncoder`].
@@ -57,9 +58,9 @@ impl<B: Backend> ClipAttention<B> {
             t.reshape([batch, len, self.num_heads, head_dim])
                 .swap_dims(1, 2)
         };
-        let q = split(self.q_proj.forward(x.clone()));
-        let k = split(self.k_proj.forward(x.clone()));
-        let v = split(self.v_proj.forward(x));
+        let q = split(linear(&self.q_proj, x.clone()));
+        let k = split(linear(&self.k_proj, x.clone()));
+        let v = split(linear(&self.v_proj, x));
         let options = AttentionModuleOptions {
             scale: None,
             softcap: None,
@@ -68,7 +69,7 @@ impl<B: Backend> ClipAttention<B> {
         let out = attention(q, k, v, None, None, options)
             .swap_dims(1, 2)
             .reshape([batch, len, hidden]);
-        self.out_proj.forward(out)
+        linear(&self.out_proj, out)
     }
 }
 
@@ -87,13 +88,13 @@ impl<B: Backend> ClipMlp<B> {
     /// # Shapes
     /// - `x`: `[B, L, H]` -> `[B, L, H]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let h = self.fc1.forward(x);
+        let h = linear(&self.fc1, x);
         let h = match self.act {
             ClipActivation::QuickGelu => h.clone() * activation::sigmoid(h.mul_scalar(1.702)),
             ClipActivation::Gelu => activation::gelu(h),
             ClipActivation::GeluTanh => activation::gelu_approximate(h),
         };
-        self.fc2.forward(h)
+        linear(&self.fc2, h)
     }
 }
 

@@ -20,6 +20,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use crate::ModelError;
+use crate::nn::channel::{batch_norm_eval, batch_norm_prelu};
 use crate::nn::conv::conv2d;
 use crate::weights::{Mapped, SafetensorsFile};
 
@@ -115,16 +116,6 @@ fn conv<B: Backend>(i: usize, o: usize, k: usize, stride: usize, device: &B::Dev
         .init(device)
 }
 
-/// Batch norm with the running statistics (eval mode), whatever the backend.
-fn bn_eval<B: Backend, const D: usize>(bn: &BatchNorm<B>, x: Tensor<B, D>) -> Tensor<B, D> {
-    let c = x.dims()[1];
-    let mut shape = [1usize; D];
-    shape[1] = c;
-    let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
-    let shift = bn.beta.val() - bn.running_mean.value() * scale.clone();
-    x * scale.reshape(shape) + shift.reshape(shape)
-}
-
 /// `conv1x1 + BatchNorm2d` on the shortcut of a stage's first block.
 #[derive(Module, Debug)]
 pub struct Downsample<B: Backend> {
@@ -148,11 +139,11 @@ impl<B: Backend> IBasicBlock<B> {
     /// # Shapes
     /// - `x`: `[N, C_in, H, W]` -> `[N, C, H / stride, W / stride]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let out = conv2d(&self.conv1, bn_eval(&self.bn1, x.clone()));
-        let out = self.prelu.forward(bn_eval(&self.bn2, out));
-        let out = bn_eval(&self.bn3, conv2d(&self.conv2, out));
+        let out = conv2d(&self.conv1, batch_norm_eval(&self.bn1, x.clone()));
+        let out = batch_norm_prelu(&self.bn2, &self.prelu, out);
+        let out = batch_norm_eval(&self.bn3, conv2d(&self.conv2, out));
         let identity = match &self.downsample {
-            Some(d) => bn_eval(&d.bn, conv2d(&d.conv, x)),
+            Some(d) => batch_norm_eval(&d.bn, conv2d(&d.conv, x)),
             None => x,
         };
         out + identity
@@ -181,9 +172,7 @@ impl<B: Backend> IResNet<B> {
     /// - `x`: `[N, 3, 112, 112]`, RGB normalised `(x / 255 - 0.5) / 0.5`
     /// - output: `[N, num_features]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let mut x = self
-            .prelu
-            .forward(bn_eval(&self.bn1, conv2d(&self.conv1, x)));
+        let mut x = batch_norm_prelu(&self.bn1, &self.prelu, conv2d(&self.conv1, x));
         for block in self
             .layer1
             .iter()
@@ -193,8 +182,8 @@ impl<B: Backend> IResNet<B> {
         {
             x = block.forward(x);
         }
-        let x: Tensor<B, 2> = bn_eval(&self.bn2, x).flatten(1, 3);
-        bn_eval(&self.features, self.fc.forward(x))
+        let x: Tensor<B, 2> = batch_norm_eval(&self.bn2, x).flatten(1, 3);
+        batch_norm_eval(&self.features, self.fc.forward(x))
     }
 }
 

@@ -18,6 +18,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 
+use crate::nn::channel;
 use crate::nn::conv::conv2d;
 use crate::weights::{Mapped, SafetensorsFile, load_module, torch_as_safetensors};
 use crate::{ModelError, Result};
@@ -78,10 +79,10 @@ impl<B: Backend> PNet<B> {
     /// - output: `[N, 4, H', W']` and `[N, 2, H', W']` (softmax over dim 1; index 1 is
     ///   "face"), `H' = ceil((H - 2) / 2) - 4`
     pub fn forward(&self, x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
-        let x = self.prelu1.forward(conv2d(&self.conv1, x));
+        let x = channel::prelu(&self.prelu1, conv2d(&self.conv1, x));
         let x = self.pool1.forward(x);
-        let x = self.prelu2.forward(conv2d(&self.conv2, x));
-        let x = self.prelu3.forward(conv2d(&self.conv3, x));
+        let x = channel::prelu(&self.prelu2, conv2d(&self.conv2, x));
+        let x = channel::prelu(&self.prelu3, conv2d(&self.conv3, x));
         let a = softmax(conv2d(&self.conv4_1, x.clone()), 1);
         let b = conv2d(&self.conv4_2, x);
         (b, a)
@@ -138,12 +139,12 @@ impl<B: Backend> RNet<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let x = self
             .pool1
-            .forward(self.prelu1.forward(conv2d(&self.conv1, x)));
+            .forward(channel::prelu(&self.prelu1, conv2d(&self.conv1, x)));
         let x = self
             .pool2
-            .forward(self.prelu2.forward(conv2d(&self.conv2, x)));
-        let x = self.prelu3.forward(conv2d(&self.conv3, x));
-        let x = self.prelu4.forward(self.dense4.forward(flatten_whc(x)));
+            .forward(channel::prelu(&self.prelu2, conv2d(&self.conv2, x)));
+        let x = channel::prelu(&self.prelu3, conv2d(&self.conv3, x));
+        let x = channel::prelu(&self.prelu4, self.dense4.forward(flatten_whc(x)));
         let a = softmax(self.dense5_1.forward(x.clone()), 1);
         (self.dense5_2.forward(x), a)
     }
@@ -202,15 +203,15 @@ impl<B: Backend> ONet<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) {
         let x = self
             .pool1
-            .forward(self.prelu1.forward(conv2d(&self.conv1, x)));
+            .forward(channel::prelu(&self.prelu1, conv2d(&self.conv1, x)));
         let x = self
             .pool2
-            .forward(self.prelu2.forward(conv2d(&self.conv2, x)));
+            .forward(channel::prelu(&self.prelu2, conv2d(&self.conv2, x)));
         let x = self
             .pool3
-            .forward(self.prelu3.forward(conv2d(&self.conv3, x)));
-        let x = self.prelu4.forward(conv2d(&self.conv4, x));
-        let x = self.prelu5.forward(self.dense5.forward(flatten_whc(x)));
+            .forward(channel::prelu(&self.prelu3, conv2d(&self.conv3, x)));
+        let x = channel::prelu(&self.prelu4, conv2d(&self.conv4, x));
+        let x = channel::prelu(&self.prelu5, self.dense5.forward(flatten_whc(x)));
         let a = softmax(self.dense6_1.forward(x.clone()), 1);
         (
             self.dense6_2.forward(x.clone()),

@@ -22,7 +22,8 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
-use super::dispatch::{on_device_without_tensor_cores, primitive};
+use super::dispatch::on_device_without_tensor_cores;
+use super::downcast::primitive;
 use super::switch::enabled;
 use crate::nn::precision::forward_in_f32;
 

@@ -2,7 +2,6 @@
 //! its tensors: plain `CubeBackend<R, ..>` tensors are `CubeTensor<R>`, fused ones
 //! (`Fusion<CubeBackend<R, ..>>`, burn's default `Cuda` / `Wgpu`) are
 //! `FusionTensor<FusionCubeRuntime<R>>`, for each runtime `R` compiled in.
-use core::any::Any;
 use core::fmt;
 use core::marker::PhantomData;
 
@@ -16,6 +15,8 @@ use burn_fusion::{FusionRuntime, FusionTensor};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, OperationOutput, TensorIr};
 use cubecl::prelude::ComputeClient;
 
+use super::downcast::downcast;
+
 /// The plain backend whose handles a fusion stream of runtime `R` holds (the float and
 /// int element types do not matter: handles carry their own dtype).
 type Plain<R> = CubeBackend<R, f32, i32, u8>;
@@ -28,21 +29,6 @@ pub(super) trait CubeOp: Clone + fmt::Debug + Send + Sync + 'static {
     fn id(&self) -> &'static str;
     /// Runs the kernel on `inputs` (in the order given to [`launch`]).
     fn run<R: CubeRuntime>(&self, inputs: Vec<CubeTensor<R>>) -> CubeTensor<R>;
-}
-
-/// `value` as a `U` when `T` and `U` are the same type; otherwise `value` back.
-fn downcast<T: 'static, U: 'static>(value: T) -> Result<U, T> {
-    let mut slot = Some(value);
-    if let Some(target) = (&mut slot as &mut dyn Any).downcast_mut::<Option<U>>() {
-        // `target` is `slot`, which was filled above.
-        return Ok(target.take().expect("slot was filled above"));
-    }
-    Err(slot.expect("slot is only taken on the Ok path"))
-}
-
-/// The float primitive of a tensor (dequantised if quantised).
-pub(super) fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> B::FloatTensorPrimitive {
-    t.into_primitive().tensor()
 }
 
 /// Runs `op` on `inputs` (same backend `B`, at least one) when `B` is a cubecl backend

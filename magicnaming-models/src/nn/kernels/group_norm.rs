@@ -28,7 +28,8 @@ use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::{calculate_cube_count_elemwise, prelude::*};
 
-use super::dispatch::{CubeOp, launch, primitive};
+use super::dispatch::{CubeOp, launch};
+use super::downcast::primitive;
 use super::switch::enabled;
 
 /// Units per cube in the reductions (a power of two, for the tree sum).
