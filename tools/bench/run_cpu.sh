@@ -6,7 +6,8 @@
 #
 #   bash tools/bench/run_cpu.sh [sdxl|towers|faces|load|lora|all] [OUTDIR]
 #
-# BACKENDS (default "flex ndarray") picks the backends.
+# BACKENDS (default "flex flex-burn ndarray") picks the backends; `flex-burn` is burn-flex
+# with burn's own ops only (`bench --no-kernels`: none of our burn-flex paths).
 #
 # The sizes are the CPU-feasible ones of docs/BENCHMARKS.md (SDXL-size models need about
 # 14 GiB of RAM for the whole-image row; the ViT-bigG tower about 8). `sdxl` and `towers`
@@ -36,14 +37,20 @@ PY=${PYTHON:-.venv/bin/python}
 SDXL=(--components text,unet,vae,image --resolution 128 --steps 2 --warmup 1 --iters 3 --image-iters 2)
 TOWERS=(--components towers --tower-batch 4 --warmup 1 --iters 2)
 FACES=(--face-image "$out/face-1024.png" --face-batch 32 --warmup 1 --iters 3)
-BACKENDS=${BACKENDS:-flex ndarray}
+BACKENDS=${BACKENDS:-flex flex-burn ndarray}
 export RUST_LOG=${RUST_LOG:-warn}
 # Make tokenizers (and anything else) take no extra threads beyond torch's own.
 export TOKENIZERS_PARALLELISM=false
 
 ours() { # ours PART ARGS...: one bench per backend
   local p=$1; shift
-  for b in $BACKENDS; do "$BIN" --device "$b" bench "$@" --json "$out/$b-$p.json"; done
+  for b in $BACKENDS; do
+    case $b in
+      # burn-flex with burn's own ops only: what our burn-flex paths change.
+      flex-burn) "$BIN" --device flex bench --no-kernels "$@" --json "$out/$b-$p.json" ;;
+      *) "$BIN" --device "$b" bench "$@" --json "$out/$b-$p.json" ;;
+    esac
+  done
 }
 if [[ $part == sdxl || $part == all ]]; then
   ours sdxl "${SDXL[@]}"

@@ -112,7 +112,7 @@ impl BenchArgs {
                 continue;
             }
             let r = time_runs::<B, _>(device, self.plan(), || Ok(conv::conv2d(&conv, x.clone())))?;
-            let what = format!("conv::conv2d (f16 computed in f32), {shape}");
+            let what = format!("nn::conv::conv2d, our path, {shape}");
             rec.push(&format!("conv:ours:{c}x{side}"), what, (0.0, n), r)?;
         }
         Ok(())

@@ -104,7 +104,11 @@ pub(super) fn forward<B: Backend>(
         out_w,
     };
     let sizes = [batch, c_in, h, w, c_out, kh, kw, out_h, out_w];
-    if w_in != c_in || sizes.contains(&0) || conv.weight.val().dtype() != DType::F32 {
+    let bias_ok = conv
+        .bias
+        .as_ref()
+        .is_none_or(|b| b.val().dtype() == DType::F32 && b.dims()[0] == c_out);
+    if w_in != c_in || sizes.contains(&0) || conv.weight.val().dtype() != DType::F32 || !bias_ok {
         return Err(x);
     }
     let x = match downcast::<_, FlexTensor>(primitive(x)) {

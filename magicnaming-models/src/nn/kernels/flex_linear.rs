@@ -37,7 +37,9 @@ pub(super) fn forward<B: Backend, const D: usize>(
         return Err(x);
     }
     let m: usize = dims[..D - 1].iter().product();
-    if m == 0 || k == 0 || n == 0 || linear.weight.val().dtype() != DType::F32 {
+    let f32_of_len = |t: Tensor<B, 1>, len: usize| t.dtype() == DType::F32 && t.dims()[0] == len;
+    let bias_ok = linear.bias.as_ref().is_none_or(|b| f32_of_len(b.val(), n));
+    if m == 0 || k == 0 || n == 0 || linear.weight.val().dtype() != DType::F32 || !bias_ok {
         return Err(x);
     }
     let x = match downcast::<_, FlexTensor>(primitive(x)) {
