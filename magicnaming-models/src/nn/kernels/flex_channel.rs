@@ -40,26 +40,30 @@ pub(super) fn forward<B: Backend, const D: usize>(
     }
     let dims = x.dims();
     let c = dims[1];
-    let affine = match affine {
-        Some((scale, shift)) => match (values(scale, c, false), values(shift, c, false)) {
-            (Some(s), Some(t)) => Some((s, t)),
-            _ => return Err(x),
-        },
-        None => None,
-    };
-    let alpha = match alpha.map(|a| values(a, c, true)) {
-        Some(None) => return Err(x),
-        Some(Some(a)) => Some(a),
-        None => None,
-    };
+    // The backend first: the parameters are read back to the host only on burn-flex.
     let x = match downcast::<_, FlexTensor>(primitive(x)) {
         Ok(x) => x,
         Err(x) => return Err(Tensor::from_primitive(TensorPrimitive::Float(x))),
     };
+    let back = |x: FlexTensor| {
+        let x = downcast(x).expect("B's float primitive is FlexTensor here");
+        Tensor::from_primitive(TensorPrimitive::Float(x))
+    };
+    let affine = match affine {
+        Some((scale, shift)) => match (values(scale, c, false), values(shift, c, false)) {
+            (Some(s), Some(t)) => Some((s, t)),
+            _ => return Err(back(x)),
+        },
+        None => None,
+    };
+    let alpha = match alpha.map(|a| values(a, c, true)) {
+        Some(None) => return Err(back(x)),
+        Some(Some(a)) => Some(a),
+        None => None,
+    };
     let inner: usize = dims[2..].iter().product();
     if inner == 0 || x.layout().num_elements() == 0 {
-        let x = downcast(x).expect("B's float primitive is FlexTensor here");
-        return Ok(Tensor::from_primitive(TensorPrimitive::Float(x)));
+        return Ok(back(x));
     }
     let row = |i: usize, values: &mut [f32]| {
         let ch = i % c;
@@ -94,7 +98,13 @@ pub(super) fn forward<B: Backend, const D: usize>(
                 }
             });
     };
-    let mut x = x.to_contiguous();
+    // `to_contiguous` of a contiguous tensor is another handle on the same buffer: drop
+    // the first, so that an input nobody else holds is written in place.
+    let mut x = {
+        let contiguous = x.to_contiguous();
+        drop(x);
+        contiguous
+    };
     let out = match x.try_storage_mut::<f32>() {
         Some(data) => {
             run(data);
@@ -106,8 +116,7 @@ pub(super) fn forward<B: Backend, const D: usize>(
             FlexTensor::from_data(TensorData::new(data, dims.to_vec()))
         }
     };
-    let out = downcast(out).expect("B's float primitive is FlexTensor here");
-    Ok(Tensor::from_primitive(TensorPrimitive::Float(out)))
+    Ok(back(out))
 }
 
 #[cfg(test)]
@@ -158,6 +167,29 @@ mod tests {
         let expected = x2.clone() * scale.clone().reshape([1, 5]) + shift.clone().reshape([1, 5]);
         let got = super::forward(x2, Some((scale, shift)), None).expect("f32 on Flex");
         assert_eq!(got.into_data(), expected.into_data());
+    }
+
+    /// Rows spread over several tasks (5 channels of 5000 values: 13 rows per task, not a
+    /// multiple of the channel count), and an input nobody else holds is written in place.
+    #[test]
+    fn rows_across_tasks_and_in_place() {
+        let device = Default::default();
+        let x = Tensor::<B, 4>::random([7, 5, 50, 100], Distribution::Normal(0.0, 1.0), &device);
+        let c = |v: &[f32]| Tensor::<B, 1>::from_data(TensorData::from(v), &device);
+        let alpha = c(&[0.25, 0.1, -0.5, 1.0, 0.0]);
+        let expected = prelu(x.clone(), alpha.clone()).into_data();
+        let buffer = |t: &Tensor<B, 4>| {
+            let flex: burn_flex::FlexTensor = t.clone().into_primitive().tensor();
+            flex.bytes().as_ptr()
+        };
+        let before = buffer(&x);
+        let got = super::forward(x, None, Some(alpha)).expect("f32 on Flex");
+        assert_eq!(
+            buffer(&got),
+            before,
+            "a tensor nobody else holds was copied"
+        );
+        assert_eq!(got.into_data(), expected);
     }
 
     #[test]

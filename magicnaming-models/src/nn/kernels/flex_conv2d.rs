@@ -23,11 +23,16 @@ use rayon::prelude::*;
 use super::downcast::{downcast, primitive};
 use super::switch::enabled;
 
-/// Bytes of im2col buffer per band: the band holds as many output rows as fit (at least
-/// one). 2 MiB keeps a band's matrix within a core's share of the last-level cache, and
-/// still gives `gemm` several hundred columns per product at every channel count of the
-/// models here (IResNet-50: 576 rows x 455 columns at 64 channels).
+/// Bytes of im2col buffer per band: a band holds as many output rows as fit, but at least
+/// [`MIN_COLUMNS`] output positions (or the whole image). 2 MiB keeps a band's matrix
+/// within a core's share of the last-level cache at the face models' and the VAE's
+/// widths (IResNet-50 at 64 channels: 576 rows x 896 columns).
 const BAND_BYTES: usize = 2 << 20;
+
+/// Output positions per band at least: each band packs the whole weight again, so at
+/// SDXL's 1280 channels (11520 im2col rows, a 59 MB weight) a band of one 32-wide row would
+/// read the weight once per 32 columns.
+const MIN_COLUMNS: usize = 256;
 
 /// The geometry of one convolution, in elements.
 #[derive(Debug, Clone, Copy)]
@@ -159,7 +164,9 @@ impl Output {
 /// `out = conv(x, weight) + bias`, all NCHW / `[C_out, C_in, kh, kw]`, contiguous.
 fn convolve(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
     let depth = g.depth();
-    let rows_per_band = (BAND_BYTES / (4 * depth * g.out_w)).clamp(1, g.out_h);
+    let rows_per_band = (BAND_BYTES / (4 * depth * g.out_w))
+        .max(MIN_COLUMNS.div_ceil(g.out_w))
+        .clamp(1, g.out_h);
     let bands_per_image = g.out_h.div_ceil(rows_per_band);
     let bands: Vec<(usize, usize)> = (0..g.batch)
         .flat_map(|b| (0..bands_per_image).map(move |i| (b, i * rows_per_band)))
@@ -252,9 +259,14 @@ fn im2col(g: &Geometry, x: &[f32], row0: usize, rows: usize, col: &mut [f32]) {
                         dst.fill(0.0);
                         continue;
                     }
-                    let src = &plane[(iy - top) * g.w..][..g.w];
                     dst[..lo].fill(0.0);
                     dst[hi..].fill(0.0);
+                    if lo == hi {
+                        // The kernel column lies in the padding for every output column.
+                        continue;
+                    }
+                    let src = &plane[(iy - top) * g.w..][..g.w];
+                    // `lo < hi`: input columns `first + i * sw` (i < hi - lo) are in the image.
                     let first = lo * sw + shift - left;
                     if sw == 1 {
                         dst[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
@@ -272,15 +284,17 @@ fn im2col(g: &Geometry, x: &[f32], row0: usize, rows: usize, col: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use burn::backend::Flex;
+    use burn::module::Param;
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
-    use burn::tensor::{Distribution, Tensor, Tolerance};
+    use burn::tensor::{DType, Distribution, Tensor, Tolerance};
 
     type B = Flex;
 
     /// Every geometry the im2col indexing distinguishes: stride 1 and 2, dilation, each
     /// padding side, a kernel wider than the left padding, bias or none, a 1x1 kernel, a
-    /// band count above and below the thread count, several bands in one image. The
+    /// band count above and below the thread count, several bands in one image and a
+    /// shorter last band, kernel columns that fall in the padding for every output. The
     /// reference is burn-flex's own op (`Conv2d::forward`) on the same module and input.
     #[test]
     fn matches_burn_flex_on_every_geometry() {
@@ -306,6 +320,14 @@ mod tests {
             ([2, 64, 14, 14], 32, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], true),
             // 576 x 90 columns per output row: 10 rows per band, 9 bands per image.
             ([1, 64, 90, 90], 8, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], true),
+            // Two images of 9 bands, the last one of 8 rows.
+            ([2, 64, 88, 90], 8, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+            // Kernel columns entirely in the padding, strides wider than the input, left
+            // padding wider than the image.
+            ([1, 2, 1, 1], 3, [5, 5], [1, 1], [1, 1], [2, 2, 2, 2], true),
+            ([1, 1, 1, 1], 2, [3, 3], [4, 4], [1, 1], [1, 1, 1, 1], false),
+            ([1, 1, 3, 1], 2, [3, 3], [1, 1], [1, 1], [0, 5, 0, 0], true),
+            ([1, 2, 5, 4], 3, [3, 3], [1, 1], [3, 3], [6, 6, 6, 6], true),
         ];
         for &(shape, c_out, kernel, stride, dilation, [t, l, b, r], bias) in cases {
             let conv = Conv2dConfig::new([shape[1], c_out], kernel)
@@ -330,12 +352,37 @@ mod tests {
     }
 
     #[test]
-    fn other_dtypes_and_same_padding_go_to_burn() {
+    fn other_dtypes_settings_and_shapes_go_to_burn() {
         let device = Default::default();
         let conv = Conv2dConfig::new([2, 3], [3, 3])
             .with_padding(PaddingConfig2d::Same)
             .init::<B>(&device);
         let x = Tensor::<B, 4>::ones([1, 2, 5, 5], &device);
-        assert!(super::forward(&conv, x).is_err());
+        assert!(super::forward(&conv, x.clone()).is_err(), "Same padding");
+        let conv = Conv2dConfig::new([2, 4], [3, 3])
+            .with_groups(2)
+            .init::<B>(&device);
+        assert!(super::forward(&conv, x.clone()).is_err(), "two groups");
+        let conv = Conv2dConfig::new([2, 3], [3, 3]).init::<B>(&device);
+        assert!(
+            super::forward(&conv, x.clone().cast(DType::F16)).is_err(),
+            "f16 input"
+        );
+        let wide = Conv2dConfig::new([3, 3], [3, 3]).init::<B>(&device);
+        assert!(
+            super::forward(&wide, x.clone()).is_err(),
+            "channel mismatch"
+        );
+        let mut short_bias = conv.clone();
+        short_bias.bias = Some(Param::from_tensor(Tensor::<B, 1>::zeros([2], &device)));
+        assert!(
+            super::forward(&short_bias, x.clone()).is_err(),
+            "bias of 2 for 3 channels"
+        );
+        let mut f16_bias = conv;
+        f16_bias.bias = Some(Param::from_tensor(
+            Tensor::<B, 1>::zeros([3], &device).cast(DType::F16),
+        ));
+        assert!(super::forward(&f16_bias, x).is_err(), "f16 bias");
     }
 }

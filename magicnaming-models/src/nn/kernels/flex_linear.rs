@@ -1,7 +1,7 @@
 //! Linear layers of f32 tensors on burn-flex as one `gemm` product over all leading axes,
 //! the bias written first and the product accumulated onto it.
 //!
-//! burn's linear broadcasts the weight to `[1, 1, K, N]` and burn-flex then runs one
+//! burn's linear reshapes the weight to the input's rank (`[1, K, N]`) and burn-flex then runs one
 //! product per batch entry (each on one thread once there are four or more), followed by
 //! a separate pass adding the bias. Here `[B, L, K]` is one `[B * L, K]` matrix: one
 //! product, split over the threads by `gemm`, one packing of the weight, no extra pass.
@@ -135,34 +135,44 @@ mod tests {
     type B = Flex;
 
     /// Against burn's `Linear::forward` on burn-flex: 2-D and 3-D inputs, with and without
-    /// bias, a row-major and a column-major (transposed view) weight, products below and
-    /// above the threading threshold.
+    /// bias, a row-major and a column-major (transposed view) weight, products below the
+    /// threading threshold and above it split by rows (1028 rows) and by columns (77
+    /// rows, also with the column-major weight), in a pool of 4 threads so that the
+    /// blocks exist whatever this machine's core count.
     #[test]
     fn matches_burn_linear() {
-        let device = Default::default();
-        let x2 = Tensor::<B, 2>::random([3, 5], Distribution::Normal(0.0, 1.0), &device);
-        let linear = LinearConfig::new(5, 7).init::<B>(&device);
-        let expected = linear.forward(x2.clone());
-        let got = super::forward(&linear, x2).expect("an f32 Flex linear takes this path");
-        got.into_data()
-            .assert_approx_eq::<f32>(&expected.into_data(), Tolerance::absolute(1e-5));
-        for (shape, n, bias, layout) in [
-            ([2, 9, 16], 4, false, LinearLayout::Row),
-            ([2, 257, 64], 192, true, LinearLayout::Col),
-            ([4, 77, 256], 384, true, LinearLayout::Row),
-        ] {
-            let linear = LinearConfig::new(shape[2], n)
-                .with_bias(bias)
-                .with_layout(layout)
-                .init::<B>(&device);
-            let x = Tensor::<B, 3>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-            let expected = linear.forward(x.clone());
-            let got = super::forward(&linear, x).expect("an f32 Flex linear takes this path");
-            assert_eq!(got.dims(), expected.dims());
-            // Sums of up to 256 products of unit-scale values in another order: a few
-            // ulps of the largest partial sums (~16).
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .expect("a thread pool");
+        pool.install(|| {
+            let device = Default::default();
+            let x2 = Tensor::<B, 2>::random([3, 5], Distribution::Normal(0.0, 1.0), &device);
+            let linear = LinearConfig::new(5, 7).init::<B>(&device);
+            let expected = linear.forward(x2.clone());
+            let got = super::forward(&linear, x2).expect("an f32 Flex linear takes this path");
+            // Sums of 5 products of unit-scale values: a few ulps.
             got.into_data()
-                .assert_approx_eq::<f32>(&expected.into_data(), Tolerance::absolute(1e-4));
-        }
+                .assert_approx_eq::<f32>(&expected.into_data(), Tolerance::absolute(1e-5));
+            for (shape, n, bias, layout) in [
+                ([2, 9, 16], 4, false, LinearLayout::Row),
+                ([4, 257, 64], 192, true, LinearLayout::Col),
+                ([1, 77, 256], 384, true, LinearLayout::Row),
+                ([1, 77, 256], 400, false, LinearLayout::Col),
+            ] {
+                let linear = LinearConfig::new(shape[2], n)
+                    .with_bias(bias)
+                    .with_layout(layout)
+                    .init::<B>(&device);
+                let x = Tensor::<B, 3>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+                let expected = linear.forward(x.clone());
+                let got = super::forward(&linear, x).expect("an f32 Flex linear takes this path");
+                assert_eq!(got.dims(), expected.dims());
+                // Sums of up to 256 products of unit-scale values in another order: a few
+                // ulps of the largest partial sums (~16).
+                got.into_data()
+                    .assert_approx_eq::<f32>(&expected.into_data(), Tolerance::absolute(1e-4));
+            }
+        });
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! A model calls e.g. [`crate::nn::norm::group_norm_silu`], which asks [`group_norm`] here
 //! first. When the tensors belong to a backend with a path here (a cubecl backend compiled
-//! in, burn's `Cuda` or `Wgpu`, with or without fusion; burn-flex for [`conv2d`]), it runs and the result comes back as the
+//! in, burn's `Cuda` or `Wgpu`, with or without fusion; burn-flex for [`conv2d`],
+//! [`channel_affine_prelu`] and [`linear`]), it runs and the result comes back as the
 //! model's own tensor type; otherwise the input is handed back unchanged (`Err`) and the
 //! caller takes burn's generic ops (ndarray, autodiff, flex, ...). The backend is
 //! recognised by the concrete type of its tensor primitive (`core::any::Any`), so no

@@ -13,5 +13,6 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
-/// Whether this build has kernels for any backend (the `cuda` or `wgpu` feature).
-pub const COMPILED: bool = cfg!(feature = "kernels");
+/// Whether this build has paths of its own for any backend: CubeCL kernels (the `cuda`
+/// or `wgpu` feature) or burn-flex paths (`flex`).
+pub const COMPILED: bool = cfg!(any(feature = "kernels", feature = "flex"));
