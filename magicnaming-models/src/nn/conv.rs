@@ -1,7 +1,8 @@
 //! The Conv2d forward every model here uses (the modules stay burn's [`Conv2d`], so
 //! checkpoint keys and records are unchanged): burn's own op, except where
 //! [`super::kernels::conv2d`] has a path of its own: f32 on burn-flex (im2col + `gemm`
-//! over bands of output rows, several times faster than burn-flex's op), and f16/bf16 on
+//! over bands of output rows; the UNet step 1.5x and the VAE decode 1.9x faster than on
+//! burn-flex's op, `docs/BENCHMARKS.md`), and f16/bf16 on
 //! a cubecl device without tensor cores (burn's op in f32, cast back, because burn's f16
 //! convolution there sums in f16).
 use burn::nn::conv::Conv2d;

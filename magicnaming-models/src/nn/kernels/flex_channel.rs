@@ -7,11 +7,11 @@
 //! shifted and rectified in one pass, rows shared out over rayon's pool, in place when
 //! the tensor is not shared.
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{DType, Tensor, TensorData};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::downcast::{downcast, primitive};
+use super::flex::{from_flex, to_flex};
 use super::switch::enabled;
 
 /// Values per rayon task: large enough that scheduling is noise, small enough that a
@@ -41,29 +41,22 @@ pub(super) fn forward<B: Backend, const D: usize>(
     let dims = x.dims();
     let c = dims[1];
     // The backend first: the parameters are read back to the host only on burn-flex.
-    let x = match downcast::<_, FlexTensor>(primitive(x)) {
-        Ok(x) => x,
-        Err(x) => return Err(Tensor::from_primitive(TensorPrimitive::Float(x))),
-    };
-    let back = |x: FlexTensor| {
-        let x = downcast(x).expect("B's float primitive is FlexTensor here");
-        Tensor::from_primitive(TensorPrimitive::Float(x))
-    };
+    let x = to_flex(x)?;
     let affine = match affine {
         Some((scale, shift)) => match (values(scale, c, false), values(shift, c, false)) {
             (Some(s), Some(t)) => Some((s, t)),
-            _ => return Err(back(x)),
+            _ => return Err(from_flex(x)),
         },
         None => None,
     };
     let alpha = match alpha.map(|a| values(a, c, true)) {
-        Some(None) => return Err(back(x)),
+        Some(None) => return Err(from_flex(x)),
         Some(Some(a)) => Some(a),
         None => None,
     };
     let inner: usize = dims[2..].iter().product();
     if inner == 0 || x.layout().num_elements() == 0 {
-        return Ok(back(x));
+        return Ok(from_flex(x));
     }
     let row = |i: usize, values: &mut [f32]| {
         let ch = i % c;
@@ -116,7 +109,7 @@ pub(super) fn forward<B: Backend, const D: usize>(
             FlexTensor::from_data(TensorData::new(data, dims.to_vec()))
         }
     };
-    Ok(back(out))
+    Ok(from_flex(out))
 }
 
 #[cfg(test)]

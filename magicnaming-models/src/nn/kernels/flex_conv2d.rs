@@ -16,11 +16,11 @@
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{DType, Tensor, TensorData};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::downcast::{downcast, primitive};
+use super::flex::{Output, from_flex, param, to_flex};
 use super::switch::enabled;
 
 /// Bytes of im2col buffer per band: a band holds as many output rows as fit, but at least
@@ -116,18 +116,9 @@ pub(super) fn forward<B: Backend>(
     if w_in != c_in || sizes.contains(&0) || conv.weight.val().dtype() != DType::F32 || !bias_ok {
         return Err(x);
     }
-    let x = match downcast::<_, FlexTensor>(primitive(x)) {
-        Ok(x) => x,
-        Err(x) => return Err(Tensor::from_primitive(TensorPrimitive::Float(x))),
-    };
-    let flex =
-        |t| downcast::<_, FlexTensor>(t).expect("the module's parameters are on x's backend");
-    let weight = flex(primitive(conv.weight.val())).to_contiguous();
-    let bias = conv
-        .bias
-        .as_ref()
-        .map(|b| flex(primitive(b.val())).to_contiguous());
-    let x = x.to_contiguous();
+    let x = to_flex(x)?.to_contiguous();
+    let weight = param(conv.weight.val()).to_contiguous();
+    let bias = conv.bias.as_ref().map(|b| param(b.val()).to_contiguous());
 
     let mut out = vec![0.0f32; batch * c_out * out_h * out_w];
     convolve(
@@ -138,27 +129,7 @@ pub(super) fn forward<B: Backend>(
         &mut out,
     );
     let out = TensorData::new(out, [batch, c_out, out_h, out_w]);
-    let out = downcast(FlexTensor::from_data(out)).expect("B's float primitive is FlexTensor here");
-    Ok(Tensor::from_primitive(TensorPrimitive::Float(out)))
-}
-
-/// An output pointer shared by workers that each write their own part of it.
-#[derive(Clone, Copy)]
-pub(super) struct Output(pub(super) *mut f32);
-// SAFETY: the parts the workers write are disjoint (distinct images, rows or columns).
-unsafe impl Send for Output {}
-unsafe impl Sync for Output {}
-
-impl Output {
-    /// The pointer `offset` elements on (a method, so that closures capture the whole
-    /// `Output` rather than its raw-pointer field).
-    ///
-    /// # Safety
-    /// `offset` is within the output buffer.
-    pub(super) unsafe fn at(self, offset: usize) -> *mut f32 {
-        // SAFETY: the caller keeps `offset` within the buffer.
-        unsafe { self.0.add(offset) }
-    }
+    Ok(from_flex(FlexTensor::from_data(out)))
 }
 
 /// `out = conv(x, weight) + bias`, all NCHW / `[C_out, C_in, kh, kw]`, contiguous.

@@ -7,12 +7,11 @@
 //! product, split over the threads by `gemm`, one packing of the weight, no extra pass.
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{DType, Tensor, TensorData};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::downcast::{downcast, primitive};
-use super::flex_conv2d::Output;
+use super::flex::{Output, from_flex, param, to_flex};
 use super::switch::enabled;
 
 /// Products of at least this many multiply-adds are split over the threads (burn-flex's
@@ -37,27 +36,21 @@ pub(super) fn forward<B: Backend, const D: usize>(
         return Err(x);
     }
     let m: usize = dims[..D - 1].iter().product();
-    let f32_of_len = |t: Tensor<B, 1>, len: usize| t.dtype() == DType::F32 && t.dims()[0] == len;
-    let bias_ok = linear.bias.as_ref().is_none_or(|b| f32_of_len(b.val(), n));
+    let bias_ok = linear
+        .bias
+        .as_ref()
+        .is_none_or(|b| b.val().dtype() == DType::F32 && b.dims()[0] == n);
     if m == 0 || k == 0 || n == 0 || linear.weight.val().dtype() != DType::F32 || !bias_ok {
         return Err(x);
     }
-    let x = match downcast::<_, FlexTensor>(primitive(x)) {
-        Ok(x) => x.to_contiguous(),
-        Err(x) => return Err(Tensor::from_primitive(TensorPrimitive::Float(x))),
-    };
-    let flex =
-        |t| downcast::<_, FlexTensor>(t).expect("the module's parameters are on x's backend");
-    let mut weight = flex(primitive(linear.weight.val()));
+    let x = to_flex(x)?.to_contiguous();
+    let mut weight = param(linear.weight.val());
     if weight.layout().strides().iter().any(|&s| s < 0) {
         weight = weight.to_contiguous();
     }
     let (w_rs, w_cs) = (weight.layout().strides()[0], weight.layout().strides()[1]);
     let w = &weight.storage::<f32>()[weight.layout().start_offset()..];
-    let bias = linear
-        .bias
-        .as_ref()
-        .map(|b| flex(primitive(b.val())).to_contiguous());
+    let bias = linear.bias.as_ref().map(|b| param(b.val()).to_contiguous());
 
     let mut out = vec![0.0f32; m * n];
     if let Some(bias) = &bias {
@@ -121,9 +114,10 @@ pub(super) fn forward<B: Backend, const D: usize>(
     });
     let mut out_dims = dims;
     out_dims[D - 1] = n;
-    let out = FlexTensor::from_data(TensorData::new(out, out_dims.to_vec()));
-    let out = downcast(out).expect("B's float primitive is FlexTensor here");
-    Ok(Tensor::from_primitive(TensorPrimitive::Float(out)))
+    Ok(from_flex(FlexTensor::from_data(TensorData::new(
+        out,
+        out_dims.to_vec(),
+    ))))
 }
 
 #[cfg(test)]

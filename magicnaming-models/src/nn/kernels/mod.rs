@@ -29,6 +29,8 @@ mod dispatch;
 #[cfg(any(feature = "kernels", feature = "flex"))]
 mod downcast;
 #[cfg(feature = "flex")]
+mod flex;
+#[cfg(feature = "flex")]
 mod flex_channel;
 #[cfg(feature = "flex")]
 mod flex_conv2d;
